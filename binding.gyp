@@ -1,0 +1,24 @@
+{
+  "targets": [
+    {
+      "target_name": "node_kvm",
+      "sources": [
+        "native/addon.cc",
+        "native/common.cc",
+        "native/system.cc",
+        "native/vm.cc",
+        "native/vcpu.cc",
+        "native/memory.cc",
+        "native/file.cc"
+      ],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-std=gnu++17", "-std=gnu++20"],
+      "cflags_cc": ["-std=c++17", "-fexceptions", "-Wall", "-Wextra", "-Werror"],
+      "conditions": [
+        ["OS!='linux'", { "type": "none" }]
+      ]
+    }
+  ]
+}

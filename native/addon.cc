@@ -1,0 +1,13 @@
+// Module entry: each file registers the functions for one kernel object.
+#include "common.h"
+
+static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  nkvm::InitSystem(env, exports);
+  nkvm::InitVm(env, exports);
+  nkvm::InitVcpu(env, exports);
+  nkvm::InitMemory(env, exports);
+  nkvm::InitFile(env, exports);
+  return exports;
+}
+
+NODE_API_MODULE(node_kvm, Init)

@@ -1,0 +1,53 @@
+// Argument conversion and errno-carrying errors shared by every native file.
+// Bad argument types become JS TypeErrors (never a crash); a failed syscall
+// becomes an Error with errno, syscall and op so the TypeScript layer can turn
+// it into a KvmError.
+#pragma once
+
+#include <napi.h>
+
+#include <cstdint>
+#include <functional>
+
+namespace nkvm {
+
+// Throws Error{ errno, syscall, op }; op is the ioctl or call name.
+[[noreturn]] void ThrowErrno(Napi::Env env, int err, const char* syscall, const char* op);
+
+int32_t ArgInt32(const Napi::CallbackInfo& info, size_t i, const char* name);
+uint32_t ArgUint32(const Napi::CallbackInfo& info, size_t i, const char* name);
+uint64_t ArgUint64(const Napi::CallbackInfo& info, size_t i, const char* name);
+Napi::Uint8Array ArgBytes(const Napi::CallbackInfo& info, size_t i, const char* name);
+
+// Runs one blocking syscall on the libuv pool and settles a Promise with the
+// value built by `settle` from (rc, errno). The promise never rejects for a
+// syscall failure: errno is data for the caller's retry policy.
+class SyscallWorker : public Napi::AsyncWorker {
+ public:
+  using Call = std::function<long()>;
+  using Settle = std::function<Napi::Value(Napi::Env, long rc, int err)>;
+  static Napi::Promise Start(Napi::Env env, Call call, Settle settle);
+
+ private:
+  SyscallWorker(Napi::Env env, Call call, Settle settle);
+  void Execute() override;
+  void OnOK() override;
+  void OnError(const Napi::Error& e) override;
+
+  Call call_;
+  Settle settle_;
+  Napi::Promise::Deferred deferred_;
+  long rc_ = 0;
+  int err_ = 0;
+};
+
+// { rc, errno } as a plain object.
+Napi::Object ResultObject(Napi::Env env, long rc, int err);
+
+void InitSystem(Napi::Env env, Napi::Object exports);
+void InitVm(Napi::Env env, Napi::Object exports);
+void InitVcpu(Napi::Env env, Napi::Object exports);
+void InitMemory(Napi::Env env, Napi::Object exports);
+void InitFile(Napi::Env env, Napi::Object exports);
+
+}  // namespace nkvm
