@@ -1,0 +1,49 @@
+/** kvm_cpuid_entry2 encoding: CPUID leaves as plain objects. */
+
+/** One CPUID leaf/subleaf as KVM reports and accepts it. */
+export interface CpuidEntry {
+  function: number;
+  index: number;
+  flags: number;
+  eax: number;
+  ebx: number;
+  ecx: number;
+  edx: number;
+}
+
+const ENTRY_SIZE = 40;
+
+/** Decodes an array of kvm_cpuid_entry2. */
+export function decodeCpuid(bytes: Uint8Array): CpuidEntry[] {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const out: CpuidEntry[] = [];
+  for (let off = 0; off + ENTRY_SIZE <= bytes.byteLength; off += ENTRY_SIZE) {
+    out.push({
+      function: view.getUint32(off, true),
+      index: view.getUint32(off + 4, true),
+      flags: view.getUint32(off + 8, true),
+      eax: view.getUint32(off + 12, true),
+      ebx: view.getUint32(off + 16, true),
+      ecx: view.getUint32(off + 20, true),
+      edx: view.getUint32(off + 24, true),
+    });
+  }
+  return out;
+}
+
+/** Encodes entries as an array of kvm_cpuid_entry2 (padding zeroed). */
+export function encodeCpuid(entries: readonly CpuidEntry[]): Uint8Array {
+  const bytes = new Uint8Array(entries.length * ENTRY_SIZE);
+  const view = new DataView(bytes.buffer);
+  entries.forEach((e, i) => {
+    const off = i * ENTRY_SIZE;
+    view.setUint32(off, e.function >>> 0, true);
+    view.setUint32(off + 4, e.index >>> 0, true);
+    view.setUint32(off + 8, e.flags >>> 0, true);
+    view.setUint32(off + 12, e.eax >>> 0, true);
+    view.setUint32(off + 16, e.ebx >>> 0, true);
+    view.setUint32(off + 20, e.ecx >>> 0, true);
+    view.setUint32(off + 24, e.edx >>> 0, true);
+  });
+  return bytes;
+}

@@ -1,0 +1,20 @@
+/**
+ * node-kvm: typed bindings for Linux /dev/kvm.
+ *
+ * Start with Kvm.open(); everything else hangs off the objects it returns.
+ */
+export { Kvm, type KvmCapabilities, type KvmOpenOptions } from './kvm.js';
+export { Vm, type VmOptions, type SetMemoryRegionOptions, type MemoryAttributesOptions, type InvalidationReason } from './vm.js';
+export { Vcpu, type RegsUpdate, type SregsUpdate } from './vcpu.js';
+export { GuestMemfd, type GuestMemfdOptions, type GuestMemfdStat, type GuestMemfdMapOptions } from './guest-memfd.js';
+export { HostMemory, type AllocateMemoryOptions, type PopulateOptions, type Protection, type MemoryKind } from './memory.js';
+export type { MemorySlot } from './memslots.js';
+export type { GpaRange } from './attributes.js';
+export { KvmError, errnoCode, type KvmErrorInit, type ErrorArgs } from './errors.js';
+export { Cap, VM_TYPES, GUEST_MEMFD_FLAGS, MemFlag, ADVICE, type CapName, type VmType, type GuestMemfdFlag, type Advice } from './constants.js';
+export type { CpuidEntry } from './cpuid.js';
+export type { Regs, Sregs, Segment, DescriptorTable } from './regs.js';
+export type { VcpuExit, IoExit, MmioExit, MemoryFaultExit, FailEntryExit, InternalErrorExit, SystemEventExit, IntrExit, OtherExit } from './exit.js';
+export type { Stats, StatDescriptor } from './stats.js';
+export { PAGE_SIZE, type U64Like } from './int.js';
+export { addonPath } from './native.js';

@@ -1,0 +1,114 @@
+/**
+ * The VM's own record of its memslots, and the checks made before the
+ * kernel sees a change. The kernel does not let userspace read memslots back,
+ * so this table is the single source of truth for the software MMU and for
+ * consistent errors across kernel versions (overlaps are always EEXIST, a
+ * guest_memfd binding past the file's end is always EINVAL).
+ */
+import { MemFlag } from './constants.js';
+import { invalidArgument } from './errors.js';
+import { PAGE_SIZE, rangesOverlap, U64_LIMIT } from './int.js';
+import type { GuestMemfd } from './guest-memfd.js';
+import type { HostMemory } from './memory.js';
+
+/** A memslot as node-kvm knows it. Immutable: a change makes a new record. */
+export interface MemorySlot {
+  /** Slot id (address space in bits 16 and up, as in the kernel ABI). */
+  readonly slot: number;
+  readonly guestPhysAddr: bigint;
+  readonly size: bigint;
+  /** Host address the slot maps (userspace_addr); 0n when none. */
+  readonly userspaceAddr: bigint;
+  /** The HostMemory behind userspaceAddr, when it came from node-kvm. */
+  readonly memory: HostMemory | undefined;
+  /** Offset of the slot inside `memory`. */
+  readonly memoryOffset: bigint;
+  readonly guestMemfd: GuestMemfd | undefined;
+  readonly guestMemfdOffset: bigint;
+  readonly readonly: boolean;
+  readonly logDirtyPages: boolean;
+  /** Raw KVM_MEM_* flags. */
+  readonly flags: number;
+}
+
+/** Capabilities the checks depend on. */
+export interface SlotLimits {
+  nrMemslots: number;
+  readonlyMem: boolean;
+  guestMemfd: boolean;
+}
+
+const OP = 'KVM_SET_USER_MEMORY_REGION2';
+
+/**
+ * Checks a new or changed slot against the table and returns nothing, or
+ * throws the KvmError the kernel should give (and sometimes, on older
+ * kernels, does not).
+ */
+export function checkSlot(slots: ReadonlyMap<number, MemorySlot>, next: MemorySlot, limits: SlotLimits, vmId: symbol): void {
+  const args = { slot: next.slot, guestPhysAddr: next.guestPhysAddr, size: next.size };
+  const fail = (message: string, code = 'EINVAL', extra: Record<string, unknown> = {}): never => {
+    throw invalidArgument(OP, message, { ...args, ...extra }, code);
+  };
+  if ((next.slot & 0xffff) >= limits.nrMemslots) fail(`slot id must be below KVM_CAP_NR_MEMSLOTS (${limits.nrMemslots})`);
+  if (next.guestPhysAddr % PAGE_SIZE !== 0n) fail('guestPhysAddr must be page aligned');
+  if (next.size === 0n) fail('size must be non-zero (use deleteMemoryRegion to delete a slot)');
+  if (next.size % PAGE_SIZE !== 0n) fail('size must be a multiple of 4096');
+  if (next.guestPhysAddr + next.size > U64_LIMIT) fail('guestPhysAddr + size overflows');
+  if (next.userspaceAddr % PAGE_SIZE !== 0n) fail('host address must be page aligned', 'EINVAL', { userspaceAddr: next.userspaceAddr });
+  if (next.readonly && !limits.readonlyMem) fail('read-only memslots are not supported (KVM_CAP_READONLY_MEM is 0)');
+  if (next.memory) {
+    if (next.memory.closed) fail('memory is closed', 'ECLOSED');
+    if (next.memoryOffset % PAGE_SIZE !== 0n || next.memoryOffset + next.size > next.memory.size) {
+      fail('the slot must lie inside its memory', 'EINVAL', { memoryOffset: next.memoryOffset, memorySize: next.memory.size });
+    }
+  }
+  const gmem = next.guestMemfd;
+  if (gmem) {
+    if (!limits.guestMemfd) fail('guest_memfd is not supported by this host', 'EINVAL');
+    if (gmem.closed) fail('guest_memfd is closed', 'EBADF');
+    if (gmem.vmId !== vmId) fail('the guest_memfd belongs to another VM');
+    if (next.readonly || next.logDirtyPages) fail('a guest_memfd slot cannot be read-only or log dirty pages');
+    const off = next.guestMemfdOffset;
+    const extra = { guestMemfdOffset: off, guestMemfdSize: gmem.size };
+    if (off % PAGE_SIZE !== 0n) fail('guestMemfdOffset must be page aligned', 'EINVAL', extra);
+    if (off + next.size >= 1n << 63n || off + next.size > gmem.size) fail('guestMemfdOffset + size must lie inside the guest_memfd', 'EINVAL', extra);
+  }
+
+  const old = slots.get(next.slot);
+  if (old) checkChange(old, next, fail);
+
+  for (const other of slots.values()) {
+    if (other.slot === next.slot || (other.slot >> 16) !== (next.slot >> 16)) continue;
+    if (rangesOverlap(other.guestPhysAddr, other.size, next.guestPhysAddr, next.size)) {
+      fail(`guest range overlaps slot ${other.slot}`, 'EEXIST', { otherSlot: other.slot, otherGuestPhysAddr: other.guestPhysAddr, otherSize: other.size });
+    }
+    if (gmem && other.guestMemfd === gmem && rangesOverlap(other.guestMemfdOffset, other.size, next.guestMemfdOffset, next.size)) {
+      fail(`guest_memfd range overlaps the binding of slot ${other.slot}`, 'EEXIST', { otherSlot: other.slot, otherGuestMemfdOffset: other.guestMemfdOffset });
+    }
+  }
+}
+
+/** The kernel allows an existing slot only to move (same size) or change LOG_DIRTY_PAGES. */
+function checkChange(old: MemorySlot, next: MemorySlot, fail: (message: string) => never): void {
+  if (old.size !== next.size) fail(`slot ${old.slot} exists with another size; delete it first`);
+  if (old.userspaceAddr !== next.userspaceAddr) fail(`slot ${old.slot} exists with another host address; delete it first`);
+  if (old.readonly !== next.readonly) fail(`slot ${old.slot}: READONLY cannot change`);
+  if (old.guestMemfd !== next.guestMemfd || old.guestMemfdOffset !== next.guestMemfdOffset) fail(`slot ${old.slot}: its guest_memfd binding cannot change`);
+  if (old.guestMemfd && (old.guestPhysAddr !== next.guestPhysAddr || old.flags !== next.flags)) {
+    fail(`slot ${old.slot} is bound to a guest_memfd: it cannot be moved or change flags`);
+  }
+}
+
+/** KVM_MEM_* flags for a slot. */
+export function slotFlags(s: { readonly: boolean; logDirtyPages: boolean; guestMemfd: unknown }): number {
+  return (s.logDirtyPages ? MemFlag.LOG_DIRTY_PAGES : 0) | (s.readonly ? MemFlag.READONLY : 0) | (s.guestMemfd ? MemFlag.GUEST_MEMFD : 0);
+}
+
+/** The slot containing gpa, if any (address space 0). */
+export function findSlot(slots: Iterable<MemorySlot>, gpa: bigint): MemorySlot | undefined {
+  for (const s of slots) {
+    if (s.slot >> 16 === 0 && gpa >= s.guestPhysAddr && gpa < s.guestPhysAddr + s.size) return s;
+  }
+  return undefined;
+}

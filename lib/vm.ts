@@ -1,0 +1,402 @@
+/**
+ * Vm: one KVM virtual machine. Owns its memslot table (the kernel's state,
+ * mirrored so it can be validated and walked), its memory attributes, and
+ * the guest_memfds, memory and vcpus created through it.
+ */
+import { MEMORY_ATTRIBUTE_PRIVATE, type CapName, type GuestMemfdFlag, type VmType, Cap } from './constants.js';
+import { PrivateRanges, type GpaRange } from './attributes.js';
+import { callNative, invalidArgument, KvmError } from './errors.js';
+import { GuestMemfd, guestMemfdFlagMask, guestMemfdFlagNames, type GuestMemfdOptions } from './guest-memfd.js';
+import { PAGE_SIZE, requirePageAligned, toU32, toU64, U64_LIMIT, type U64Like } from './int.js';
+import type { Kvm, KvmCapabilities } from './kvm.js';
+import { checkSlot, findSlot, slotFlags, type MemorySlot, type SlotLimits } from './memslots.js';
+import { HostMemory, type AllocateMemoryOptions } from './memory.js';
+import { native } from './native.js';
+import { Resource } from './resource.js';
+import { StatsReader, type StatDescriptor, type Stats } from './stats.js';
+import { Vcpu } from './vcpu.js';
+
+/** Options of Kvm.createVm(). */
+export interface VmOptions {
+  /** VM type; default 'default'. */
+  type?: VmType;
+}
+
+/** Options of Vm.setMemoryRegion(). */
+export interface SetMemoryRegionOptions {
+  slot: number;
+  guestPhysAddr: U64Like;
+  /** Default: the memory's size minus memoryOffset. */
+  size?: U64Like;
+  /** Host memory backing the slot (anonymous, or a guest_memfd mapping). */
+  memory?: HostMemory;
+  /** Offset of the slot inside `memory`. */
+  memoryOffset?: U64Like;
+  /** A raw host address instead of `memory` (not validated beyond alignment). */
+  userspaceAddr?: U64Like;
+  /** Bind the slot to a guest_memfd (KVM_MEM_GUEST_MEMFD) for private memory. */
+  guestMemfd?: GuestMemfd;
+  guestMemfdOffset?: U64Like;
+  readonly?: boolean;
+  logDirtyPages?: boolean;
+  /** Which ioctl: 'auto' (REGION2 when available), 'v1' or 'v2'. */
+  api?: 'auto' | 'v1' | 'v2';
+}
+
+/** Options of Vm.setMemoryAttributes(). */
+export interface MemoryAttributesOptions {
+  guestPhysAddr: U64Like;
+  size: U64Like;
+  private: boolean;
+}
+
+/** Why mappings of a guest range became invalid (for the software MMU). */
+export type InvalidationReason = 'slot-delete' | 'slot-move' | 'attributes' | 'punch-hole' | 'memory-close';
+
+/** A listener told about invalidated guest ranges. */
+export type InvalidationListener = (gpa: bigint, size: bigint, reason: InvalidationReason, slot: number | undefined) => void;
+
+/** A KVM virtual machine. */
+export class Vm extends Resource {
+  /** The Kvm it was created from. */
+  readonly kvm: Kvm;
+  readonly type: VmType;
+  /** Identity used to tell whether a guest_memfd belongs to this VM. */
+  readonly id: symbol = Symbol('Vm');
+  readonly #fd: number;
+  readonly #caps: KvmCapabilities;
+  readonly #slots = new Map<number, MemorySlot & { api: 'v1' | 'v2' }>();
+  readonly #attributes = new PrivateRanges();
+  readonly #children = new Set<Resource>();
+  readonly #vcpus = new Map<number, Vcpu>();
+  readonly #invalidationListeners = new Set<InvalidationListener>();
+  readonly #owned: { statsFd: number };
+  #stats: StatsReader | undefined;
+  #gmemFlags: bigint | undefined;
+
+  /** @internal Use Kvm.createVm(). */
+  constructor(kvm: Kvm, fd: number, type: VmType, caps: KvmCapabilities) {
+    const owned = { statsFd: -1 };
+    super(`Vm(fd ${fd})`, () => {
+      if (owned.statsFd >= 0) native.close(owned.statsFd);
+      native.close(fd);
+    });
+    this.kvm = kvm;
+    this.type = type;
+    this.#fd = fd;
+    this.#owned = owned;
+    this.#caps = caps;
+  }
+
+  /** The VM fd; throws ECLOSED after close(). */
+  get fd(): number {
+    this.assertOpen('fd');
+    return this.#fd;
+  }
+
+  /** The host's capabilities as seen when the VM was created. */
+  get capabilities(): KvmCapabilities {
+    return this.#caps;
+  }
+
+  /** KVM_CHECK_EXTENSION on the VM fd (answers for this VM's type). */
+  checkExtension(cap: number | CapName): number {
+    const n = typeof cap === 'string' ? (Cap as Record<string, number>)[cap] : toU32(cap, 'cap', 'KVM_CHECK_EXTENSION');
+    if (n === undefined) throw invalidArgument('KVM_CHECK_EXTENSION', `unknown capability name ${JSON.stringify(cap)}`);
+    return callNative('KVM_CHECK_EXTENSION', { cap: n }, () => native.checkExtension(this.fd, n));
+  }
+
+  /** guest_memfd flags this VM accepts (KVM_CAP_GUEST_MEMFD_FLAGS on the VM fd). */
+  get guestMemfdFlags(): readonly GuestMemfdFlag[] {
+    return guestMemfdFlagNames(this.#guestMemfdFlagMask());
+  }
+
+  #guestMemfdFlagMask(): bigint {
+    this.#gmemFlags ??= this.#caps.guestMemfd ? BigInt(this.checkExtension('GUEST_MEMFD_FLAGS')) : 0n;
+    return this.#gmemFlags;
+  }
+
+  /**
+   * KVM_CREATE_GUEST_MEMFD. Size and flags are checked first: a flag this VM
+   * does not support fails with the list of supported ones.
+   */
+  createGuestMemfd(options: GuestMemfdOptions): GuestMemfd {
+    const op = 'KVM_CREATE_GUEST_MEMFD';
+    this.assertOpen(op);
+    if (typeof options !== 'object' || options === null) throw invalidArgument(op, 'options must be an object with size');
+    if (!this.#caps.guestMemfd) throw invalidArgument(op, 'guest_memfd is not supported by this host (KVM_CAP_GUEST_MEMFD is 0)', {}, 'EOPNOTSUPP');
+    const size = toU64(options.size, 'size', op);
+    if (size === 0n || size % PAGE_SIZE !== 0n) throw invalidArgument(op, 'size must be a non-zero multiple of 4096', { size });
+    if (size >= 1n << 63n) throw invalidArgument(op, 'size is too large', { size });
+    const mask = guestMemfdFlagMask(options.flags, op);
+    const supported = this.#guestMemfdFlagMask();
+    if ((mask & ~supported) !== 0n) {
+      const names = guestMemfdFlagNames(supported);
+      throw invalidArgument(op, `unsupported guest_memfd flags 0x${(mask & ~supported).toString(16)}; supported: ${names.length ? names.join(', ') : 'none'}`, {
+        flags: mask,
+        supported,
+      });
+    }
+    if ((mask & 2n) !== 0n && (mask & 1n) === 0n) {
+      throw invalidArgument(op, "'init-shared' requires 'mmap'", { flags: mask });
+    }
+    const fd = callNative(op, { size, flags: mask }, () => native.createGuestMemfd(this.#fd, size, mask));
+    const gmem = new GuestMemfd(fd, this.id, size, mask);
+    this.#adopt(gmem);
+    gmem.onPunchHole((offset, length) => this.#invalidateGuestMemfd(gmem, offset, length));
+    return gmem;
+  }
+
+  /**
+   * Anonymous host memory for guest use, closed with the VM. Aligned to
+   * 2 MiB when at least that large, so KVM can use huge mappings.
+   */
+  allocateMemory(size: U64Like, options: AllocateMemoryOptions = {}): HostMemory {
+    this.assertOpen('mmap');
+    const memory = HostMemory.allocate(size, options);
+    this.#adopt(memory);
+    return memory;
+  }
+
+  /** Registers memory the VM should watch (and close with itself if `own`). */
+  #adopt(child: Resource): void {
+    this.#children.add(child);
+    if (child instanceof HostMemory) child.onClosed((m) => this.#memoryClosed(m));
+  }
+
+  /**
+   * Creates or changes a memslot (KVM_SET_USER_MEMORY_REGION2, or the v1
+   * ioctl when REGION2 is unavailable). Checked first against the VM's slot
+   * table: alignment, overlap (EEXIST), guest_memfd bounds and ownership.
+   */
+  setMemoryRegion(options: SetMemoryRegionOptions): MemorySlot {
+    const op = 'KVM_SET_USER_MEMORY_REGION2';
+    this.assertOpen(op);
+    if (typeof options !== 'object' || options === null) throw invalidArgument(op, 'options must be an object');
+    const slot = toU32(options.slot, 'slot', op);
+    const guestPhysAddr = toU64(options.guestPhysAddr, 'guestPhysAddr', op);
+    const memory = options.memory;
+    if (memory !== undefined && !(memory instanceof HostMemory)) throw invalidArgument(op, 'memory must be a HostMemory');
+    const gmem = options.guestMemfd;
+    if (gmem !== undefined && !(gmem instanceof GuestMemfd)) throw invalidArgument(op, 'guestMemfd must be a GuestMemfd');
+    if (memory && options.userspaceAddr !== undefined) throw invalidArgument(op, 'give memory or userspaceAddr, not both');
+    const memoryOffset = toU64(options.memoryOffset ?? 0n, 'memoryOffset', op);
+    let size: bigint;
+    if (options.size !== undefined) size = toU64(options.size, 'size', op);
+    else if (memory) size = memory.size > memoryOffset ? memory.size - memoryOffset : 0n;
+    else throw invalidArgument(op, 'size is required without memory', { slot });
+    const userspaceAddr = memory ? memory.address + memoryOffset : toU64(options.userspaceAddr ?? 0n, 'userspaceAddr', op);
+    const readonly = options.readonly === true;
+    const logDirtyPages = options.logDirtyPages === true;
+    const api = options.api ?? 'auto';
+    if (api !== 'auto' && api !== 'v1' && api !== 'v2') throw invalidArgument(op, "api must be 'auto', 'v1' or 'v2'");
+    const useV2 = api === 'v2' || (api === 'auto' && (gmem !== undefined || this.#caps.userMemory2));
+    if (gmem && !useV2) throw invalidArgument('KVM_SET_USER_MEMORY_REGION', 'a guest_memfd slot needs KVM_SET_USER_MEMORY_REGION2', { slot });
+    if (useV2 && !this.#caps.userMemory2) throw invalidArgument(op, 'KVM_SET_USER_MEMORY_REGION2 is not supported by this host', { slot }, 'EOPNOTSUPP');
+
+    const record: MemorySlot & { api: 'v1' | 'v2' } = {
+      slot,
+      guestPhysAddr,
+      size,
+      userspaceAddr,
+      memory,
+      memoryOffset,
+      guestMemfd: gmem,
+      guestMemfdOffset: toU64(options.guestMemfdOffset ?? 0n, 'guestMemfdOffset', op),
+      readonly,
+      logDirtyPages,
+      flags: slotFlags({ readonly, logDirtyPages, guestMemfd: gmem }),
+      api: useV2 ? 'v2' : 'v1',
+    };
+    checkSlot(this.#slots, record, this.#limits(), this.id);
+    this.#setRegion(record, size);
+    const old = this.#slots.get(slot);
+    this.#slots.set(slot, record);
+    if (old && old.guestPhysAddr !== guestPhysAddr) this.#invalidate(old.guestPhysAddr, old.size, 'slot-move', slot);
+    return record;
+  }
+
+  /** Deletes a memslot (size 0). Throws 'ENOENT' for a slot the VM does not have. */
+  deleteMemoryRegion(slot: number): void {
+    const op = 'KVM_SET_USER_MEMORY_REGION2';
+    this.assertOpen(op);
+    const id = toU32(slot, 'slot', op);
+    const old = this.#slots.get(id);
+    if (!old) throw invalidArgument(op, `slot ${id} does not exist`, { slot: id }, 'ENOENT');
+    this.#setRegion({ ...old, size: 0n }, 0n);
+    this.#slots.delete(id);
+    this.#invalidate(old.guestPhysAddr, old.size, 'slot-delete', id);
+  }
+
+  /** Moves a memslot to another guest-physical address (same size and backing). */
+  moveMemoryRegion(slot: number, guestPhysAddr: U64Like): MemorySlot {
+    const op = 'KVM_SET_USER_MEMORY_REGION2';
+    const old = this.#slots.get(toU32(slot, 'slot', op));
+    if (!old) throw invalidArgument(op, `slot ${slot} does not exist`, { slot }, 'ENOENT');
+    return this.setMemoryRegion({
+      slot: old.slot,
+      guestPhysAddr,
+      size: old.size,
+      ...(old.memory ? { memory: old.memory, memoryOffset: old.memoryOffset } : { userspaceAddr: old.userspaceAddr }),
+      ...(old.guestMemfd ? { guestMemfd: old.guestMemfd, guestMemfdOffset: old.guestMemfdOffset } : {}),
+      readonly: old.readonly,
+      logDirtyPages: old.logDirtyPages,
+      api: old.api,
+    });
+  }
+
+  /** The memslots as node-kvm knows them, by slot id. */
+  memorySlots(): MemorySlot[] {
+    return [...this.#slots.values()].sort((a, b) => a.slot - b.slot);
+  }
+
+  /** The memslot containing gpa (address space 0), if any. */
+  slotAt(gpa: U64Like): MemorySlot | undefined {
+    return findSlot(this.#slots.values(), toU64(gpa, 'gpa', 'slotAt'));
+  }
+
+  /**
+   * KVM_SET_MEMORY_ATTRIBUTES: marks a range private or shared, and records
+   * it so the software MMU knows where to populate.
+   */
+  setMemoryAttributes(options: MemoryAttributesOptions): void {
+    const op = 'KVM_SET_MEMORY_ATTRIBUTES';
+    this.assertOpen(op);
+    const gpa = toU64(options.guestPhysAddr, 'guestPhysAddr', op);
+    const size = toU64(options.size, 'size', op);
+    const args = { guestPhysAddr: gpa, size, private: options.private };
+    requirePageAligned(gpa, 'guestPhysAddr', op, args);
+    requirePageAligned(size, 'size', op, args);
+    if (size === 0n || gpa + size > U64_LIMIT) throw invalidArgument(op, 'size must be non-zero and gpa + size must not overflow', args);
+    if (!this.#caps.memoryAttributes.includes('private')) {
+      throw invalidArgument(op, 'private memory attributes are not supported by this host/VM type (KVM_CAP_MEMORY_ATTRIBUTES lacks PRIVATE)', args, 'EOPNOTSUPP');
+    }
+    callNative(op, args, () => native.setMemoryAttributes(this.#fd, gpa, size, options.private ? MEMORY_ATTRIBUTE_PRIVATE : 0n, 0n));
+    this.#attributes.set(gpa, gpa + size, options.private);
+    this.#invalidate(gpa, size, 'attributes', undefined);
+  }
+
+  /** 'private', 'shared' or 'mixed' for a guest range, per the attributes set. */
+  memoryAttributesOf(gpa: U64Like, size: U64Like): 'private' | 'shared' | 'mixed' {
+    const start = toU64(gpa, 'gpa', 'memoryAttributesOf');
+    return this.#attributes.classify(start, start + toU64(size, 'size', 'memoryAttributesOf'));
+  }
+
+  /** The private ranges recorded by setMemoryAttributes(). */
+  privateRanges(): GpaRange[] {
+    return this.#attributes.list();
+  }
+
+  /** @internal Attribute runs for the software MMU. */
+  get attributeRanges(): PrivateRanges {
+    return this.#attributes;
+  }
+
+  /** KVM_CREATE_VCPU plus the kvm_run mapping. */
+  createVcpu(id = 0): Vcpu {
+    const op = 'KVM_CREATE_VCPU';
+    this.assertOpen(op);
+    const vcpuId = toU32(id, 'id', op);
+    if (this.#vcpus.has(vcpuId) && !this.#vcpus.get(vcpuId)!.closed) {
+      throw invalidArgument(op, `vcpu ${vcpuId} already exists`, { id: vcpuId }, 'EEXIST');
+    }
+    const fd = callNative(op, { id: vcpuId }, () => native.createVcpu(this.#fd, vcpuId));
+    const vcpu = Vcpu.wrap(this, vcpuId, fd, this.#caps.vcpuMmapSize);
+    this.#vcpus.set(vcpuId, vcpu);
+    this.#children.add(vcpu);
+    return vcpu;
+  }
+
+  /** Vcpus created and not closed. */
+  vcpus(): Vcpu[] {
+    return [...this.#vcpus.values()].filter((v) => !v.closed);
+  }
+
+  /** Binary statistics of the VM, by name. */
+  stats(): Stats {
+    return this.#statsReader().read();
+  }
+
+  /** Descriptors of the statistics stats() returns. */
+  statsDescriptors(): readonly StatDescriptor[] {
+    return this.#statsReader().descriptors;
+  }
+
+  /** @internal Subscribe to invalidations of guest ranges (software MMU). */
+  onInvalidate(listener: InvalidationListener): () => void {
+    this.#invalidationListeners.add(listener);
+    return () => this.#invalidationListeners.delete(listener);
+  }
+
+  /**
+   * Closes the VM and everything created through it: vcpus (a running one is
+   * kicked and released when its KVM_RUN returns), guest_memfds and memory
+   * from allocateMemory().
+   */
+  protected override onClose(): void {
+    const errors: unknown[] = [];
+    for (const child of this.#children) {
+      try {
+        child.close();
+      } catch (e) {
+        errors.push(e);
+      }
+    }
+    this.#children.clear();
+    this.#vcpus.clear();
+    this.#slots.clear();
+    this.#invalidationListeners.clear();
+    this.kvm.forgetVm(this);
+    if (errors.length) throw errors[0];
+  }
+
+  #limits(): SlotLimits {
+    return { nrMemslots: this.#caps.nrMemslots, readonlyMem: this.#caps.readonlyMem, guestMemfd: this.#caps.guestMemfd };
+  }
+
+  #setRegion(r: MemorySlot & { api: 'v1' | 'v2' }, size: bigint): void {
+    const args = { slot: r.slot, guestPhysAddr: r.guestPhysAddr, size, flags: r.flags, guestMemfdOffset: r.guestMemfd ? r.guestMemfdOffset : undefined };
+    if (r.api === 'v1') {
+      callNative('KVM_SET_USER_MEMORY_REGION', args, () =>
+        native.setUserMemoryRegion(this.#fd, r.slot, r.flags, r.guestPhysAddr, size, r.userspaceAddr),
+      );
+    } else {
+      const gmemFd = r.guestMemfd ? r.guestMemfd.fd : 0;
+      callNative('KVM_SET_USER_MEMORY_REGION2', args, () =>
+        native.setUserMemoryRegion2(this.#fd, r.slot, r.flags, r.guestPhysAddr, size, r.userspaceAddr, r.guestMemfdOffset, gmemFd),
+      );
+    }
+  }
+
+  #invalidate(gpa: bigint, size: bigint, reason: InvalidationReason, slot: number | undefined): void {
+    for (const l of this.#invalidationListeners) l(gpa, size, reason, slot);
+  }
+
+  #invalidateGuestMemfd(gmem: GuestMemfd, offset: bigint, length: bigint): void {
+    for (const s of this.#slots.values()) {
+      if (s.guestMemfd !== gmem) continue;
+      const start = offset > s.guestMemfdOffset ? offset : s.guestMemfdOffset;
+      const end = offset + length < s.guestMemfdOffset + s.size ? offset + length : s.guestMemfdOffset + s.size;
+      if (end > start) this.#invalidate(s.guestPhysAddr + (start - s.guestMemfdOffset), end - start, 'punch-hole', s.slot);
+    }
+  }
+
+  #memoryClosed(memory: HostMemory): void {
+    this.#children.delete(memory);
+    for (const s of this.#slots.values()) {
+      if (s.memory === memory) this.#invalidate(s.guestPhysAddr, s.size, 'memory-close', s.slot);
+    }
+  }
+
+  #statsReader(): StatsReader {
+    this.assertOpen('KVM_GET_STATS_FD');
+    if (!this.#stats) {
+      this.#owned.statsFd = callNative('KVM_GET_STATS_FD', {}, () => native.getStatsFd(this.#fd));
+      this.#stats = new StatsReader(this.#owned.statsFd);
+    }
+    return this.#stats;
+  }
+}
+
+/** Re-exported for callers that catch by class. */
+export { KvmError };
