@@ -40,12 +40,105 @@ export interface SlotLimits {
 
 const OP = 'KVM_SET_USER_MEMORY_REGION2';
 
+/** A memslot plus the ioctl version that created it. */
+export type SlotRecord = MemorySlot & { readonly api: 'v1' | 'v2' };
+
+/**
+ * The memslot table: by id, and per address space sorted by guest address so
+ * overlap checks are O(log n) (KVM allows over 32,000 slots).
+ */
+export class SlotTable {
+  readonly #byId = new Map<number, SlotRecord>();
+  readonly #sorted = new Map<number, SlotRecord[]>();
+
+  get size(): number {
+    return this.#byId.size;
+  }
+
+  get(slot: number): SlotRecord | undefined {
+    return this.#byId.get(slot);
+  }
+
+  values(): IterableIterator<SlotRecord> {
+    return this.#byId.values();
+  }
+
+  set(record: SlotRecord): void {
+    this.delete(record.slot);
+    this.#byId.set(record.slot, record);
+    const list = this.#list(record.slot >> 16);
+    list.splice(lowerBound(list, record.guestPhysAddr), 0, record);
+  }
+
+  delete(slot: number): void {
+    const old = this.#byId.get(slot);
+    if (!old) return;
+    this.#byId.delete(slot);
+    const list = this.#list(slot >> 16);
+    list.splice(list.indexOf(old, lowerBound(list, old.guestPhysAddr)), 1);
+  }
+
+  clear(): void {
+    this.#byId.clear();
+    this.#sorted.clear();
+  }
+
+  /** The slot containing gpa in an address space. */
+  find(gpa: bigint, addressSpace = 0): SlotRecord | undefined {
+    const list = this.#list(addressSpace);
+    const i = upperBound(list, gpa) - 1;
+    const s = list[i];
+    return s && gpa < s.guestPhysAddr + s.size ? s : undefined;
+  }
+
+  /** The first slot other than `except` that overlaps [gpa, gpa+size). */
+  overlapping(gpa: bigint, size: bigint, addressSpace: number, except: number): SlotRecord | undefined {
+    const list = this.#list(addressSpace);
+    // Slots are disjoint, so only the predecessor of gpa and the slots that
+    // start inside the range can overlap it.
+    for (let i = Math.max(0, upperBound(list, gpa) - 1); i < list.length; i++) {
+      const s = list[i]!;
+      if (s.guestPhysAddr >= gpa + size) break;
+      if (s.slot !== except && rangesOverlap(s.guestPhysAddr, s.size, gpa, size)) return s;
+    }
+    return undefined;
+  }
+
+  #list(addressSpace: number): SlotRecord[] {
+    let list = this.#sorted.get(addressSpace);
+    if (!list) this.#sorted.set(addressSpace, (list = []));
+    return list;
+  }
+}
+
+function lowerBound(list: readonly SlotRecord[], gpa: bigint): number {
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (list[mid]!.guestPhysAddr < gpa) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+function upperBound(list: readonly SlotRecord[], gpa: bigint): number {
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (list[mid]!.guestPhysAddr <= gpa) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
 /**
  * Checks a new or changed slot against the table and returns nothing, or
  * throws the KvmError the kernel should give (and sometimes, on older
  * kernels, does not).
  */
-export function checkSlot(slots: ReadonlyMap<number, MemorySlot>, next: MemorySlot, limits: SlotLimits, vmId: symbol): void {
+export function checkSlot(slots: SlotTable, next: MemorySlot, limits: SlotLimits, vmId: symbol): void {
   const args = { slot: next.slot, guestPhysAddr: next.guestPhysAddr, size: next.size };
   const fail = (message: string, code = 'EINVAL', extra: Record<string, unknown> = {}): never => {
     throw invalidArgument(OP, message, { ...args, ...extra }, code);
@@ -78,13 +171,16 @@ export function checkSlot(slots: ReadonlyMap<number, MemorySlot>, next: MemorySl
   const old = slots.get(next.slot);
   if (old) checkChange(old, next, fail);
 
-  for (const other of slots.values()) {
-    if (other.slot === next.slot || (other.slot >> 16) !== (next.slot >> 16)) continue;
-    if (rangesOverlap(other.guestPhysAddr, other.size, next.guestPhysAddr, next.size)) {
-      fail(`guest range overlaps slot ${other.slot}`, 'EEXIST', { otherSlot: other.slot, otherGuestPhysAddr: other.guestPhysAddr, otherSize: other.size });
-    }
-    if (gmem && other.guestMemfd === gmem && rangesOverlap(other.guestMemfdOffset, other.size, next.guestMemfdOffset, next.size)) {
-      fail(`guest_memfd range overlaps the binding of slot ${other.slot}`, 'EEXIST', { otherSlot: other.slot, otherGuestMemfdOffset: other.guestMemfdOffset });
+  const other = slots.overlapping(next.guestPhysAddr, next.size, next.slot >> 16, next.slot);
+  if (other) {
+    fail(`guest range overlaps slot ${other.slot}`, 'EEXIST', { otherSlot: other.slot, otherGuestPhysAddr: other.guestPhysAddr, otherSize: other.size });
+  }
+  if (gmem) {
+    // Bindings of one guest_memfd are few; a linear scan over them is fine.
+    for (const s of slots.values()) {
+      if (s.slot !== next.slot && s.guestMemfd === gmem && rangesOverlap(s.guestMemfdOffset, s.size, next.guestMemfdOffset, next.size)) {
+        fail(`guest_memfd range overlaps the binding of slot ${s.slot}`, 'EEXIST', { otherSlot: s.slot, otherGuestMemfdOffset: s.guestMemfdOffset });
+      }
     }
   }
 }
@@ -103,12 +199,4 @@ function checkChange(old: MemorySlot, next: MemorySlot, fail: (message: string) 
 /** KVM_MEM_* flags for a slot. */
 export function slotFlags(s: { readonly: boolean; logDirtyPages: boolean; guestMemfd: unknown }): number {
   return (s.logDirtyPages ? MemFlag.LOG_DIRTY_PAGES : 0) | (s.readonly ? MemFlag.READONLY : 0) | (s.guestMemfd ? MemFlag.GUEST_MEMFD : 0);
-}
-
-/** The slot containing gpa, if any (address space 0). */
-export function findSlot(slots: Iterable<MemorySlot>, gpa: bigint): MemorySlot | undefined {
-  for (const s of slots) {
-    if (s.slot >> 16 === 0 && gpa >= s.guestPhysAddr && gpa < s.guestPhysAddr + s.size) return s;
-  }
-  return undefined;
 }

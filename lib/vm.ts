@@ -9,7 +9,7 @@ import { callNative, invalidArgument, KvmError } from './errors.js';
 import { GuestMemfd, guestMemfdFlagMask, guestMemfdFlagNames, type GuestMemfdOptions } from './guest-memfd.js';
 import { PAGE_SIZE, requirePageAligned, toU32, toU64, U64_LIMIT, type U64Like } from './int.js';
 import type { Kvm, KvmCapabilities } from './kvm.js';
-import { checkSlot, findSlot, slotFlags, type MemorySlot, type SlotLimits } from './memslots.js';
+import { checkSlot, slotFlags, SlotTable, type MemorySlot, type SlotLimits, type SlotRecord } from './memslots.js';
 import { HostMemory, type AllocateMemoryOptions } from './memory.js';
 import { native } from './native.js';
 import { Resource } from './resource.js';
@@ -65,7 +65,7 @@ export class Vm extends Resource {
   readonly id: symbol = Symbol('Vm');
   readonly #fd: number;
   readonly #caps: KvmCapabilities;
-  readonly #slots = new Map<number, MemorySlot & { api: 'v1' | 'v2' }>();
+  readonly #slots = new SlotTable();
   readonly #attributes = new PrivateRanges();
   readonly #children = new Set<Resource>();
   readonly #vcpus = new Map<number, Vcpu>();
@@ -194,7 +194,7 @@ export class Vm extends Resource {
     if (gmem && !useV2) throw invalidArgument('KVM_SET_USER_MEMORY_REGION', 'a guest_memfd slot needs KVM_SET_USER_MEMORY_REGION2', { slot });
     if (useV2 && !this.#caps.userMemory2) throw invalidArgument(op, 'KVM_SET_USER_MEMORY_REGION2 is not supported by this host', { slot }, 'EOPNOTSUPP');
 
-    const record: MemorySlot & { api: 'v1' | 'v2' } = {
+    const record: SlotRecord = {
       slot,
       guestPhysAddr,
       size,
@@ -211,19 +211,20 @@ export class Vm extends Resource {
     checkSlot(this.#slots, record, this.#limits(), this.id);
     this.#setRegion(record, size);
     const old = this.#slots.get(slot);
-    this.#slots.set(slot, record);
+    this.#slots.set(record);
     if (old && old.guestPhysAddr !== guestPhysAddr) this.#invalidate(old.guestPhysAddr, old.size, 'slot-move', slot);
     return record;
   }
 
-  /** Deletes a memslot (size 0). Throws 'ENOENT' for a slot the VM does not have. */
+  /** Deletes a memslot (size 0). Throws 'EINVAL' (as the kernel does) for a slot the VM does not have. */
   deleteMemoryRegion(slot: number): void {
     const op = 'KVM_SET_USER_MEMORY_REGION2';
     this.assertOpen(op);
     const id = toU32(slot, 'slot', op);
     const old = this.#slots.get(id);
-    if (!old) throw invalidArgument(op, `slot ${id} does not exist`, { slot: id }, 'ENOENT');
-    this.#setRegion({ ...old, size: 0n }, 0n);
+    if (!old) throw invalidArgument(op, `slot ${id} does not exist`, { slot: id });
+    // Deletion needs only the slot id and size 0; the guest_memfd may already be closed.
+    this.#setRegion({ ...old, flags: 0, userspaceAddr: 0n, guestMemfd: undefined, guestMemfdOffset: 0n }, 0n);
     this.#slots.delete(id);
     this.#invalidate(old.guestPhysAddr, old.size, 'slot-delete', id);
   }
@@ -232,7 +233,7 @@ export class Vm extends Resource {
   moveMemoryRegion(slot: number, guestPhysAddr: U64Like): MemorySlot {
     const op = 'KVM_SET_USER_MEMORY_REGION2';
     const old = this.#slots.get(toU32(slot, 'slot', op));
-    if (!old) throw invalidArgument(op, `slot ${slot} does not exist`, { slot }, 'ENOENT');
+    if (!old) throw invalidArgument(op, `slot ${slot} does not exist`, { slot });
     return this.setMemoryRegion({
       slot: old.slot,
       guestPhysAddr,
@@ -252,7 +253,7 @@ export class Vm extends Resource {
 
   /** The memslot containing gpa (address space 0), if any. */
   slotAt(gpa: U64Like): MemorySlot | undefined {
-    return findSlot(this.#slots.values(), toU64(gpa, 'gpa', 'slotAt'));
+    return this.#slots.find(toU64(gpa, 'gpa', 'slotAt'));
   }
 
   /**
@@ -354,7 +355,7 @@ export class Vm extends Resource {
     return { nrMemslots: this.#caps.nrMemslots, readonlyMem: this.#caps.readonlyMem, guestMemfd: this.#caps.guestMemfd };
   }
 
-  #setRegion(r: MemorySlot & { api: 'v1' | 'v2' }, size: bigint): void {
+  #setRegion(r: SlotRecord, size: bigint): void {
     const args = { slot: r.slot, guestPhysAddr: r.guestPhysAddr, size, flags: r.flags, guestMemfdOffset: r.guestMemfd ? r.guestMemfdOffset : undefined };
     if (r.api === 'v1') {
       callNative('KVM_SET_USER_MEMORY_REGION', args, () =>

@@ -113,6 +113,12 @@ struct Cpuid2Header {
 };
 static_assert(sizeof(Cpuid2Header) == 8, "kvm_cpuid2 header is 8 bytes");
 constexpr size_t kCpuid2Header = sizeof(Cpuid2Header);
+// The size is part of an ioctl number, so the distro's KVM_GET_SUPPORTED_CPUID
+// and KVM_SET_CPUID2 are wrong in C++ too.
+constexpr unsigned long kIoctlGetSupportedCpuid = _IOWR(kKvmIo, 0x05, Cpuid2Header);
+constexpr unsigned long kIoctlSetCpuid2 = _IOW(kKvmIo, 0x90, Cpuid2Header);
+static_assert(kIoctlGetSupportedCpuid == 0xC008AE05, "KVM_GET_SUPPORTED_CPUID");
+static_assert(kIoctlSetCpuid2 == 0x4008AE90, "KVM_SET_CPUID2");
 static_assert(sizeof(struct kvm_userspace_memory_region) == 32, "kvm_userspace_memory_region is 32 bytes");
 
 constexpr unsigned long kIoctlSetUserMemoryRegion2 = _IOW(kKvmIo, 0x49, UserspaceMemoryRegion2);

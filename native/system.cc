@@ -56,7 +56,7 @@ Napi::Value GetSupportedCpuid(const Napi::CallbackInfo& info) {
   std::vector<uint8_t> buf(kCpuid2Header + size_t{max} * sizeof(kvm_cpuid_entry2));
   auto* c = reinterpret_cast<Cpuid2Header*>(buf.data());
   c->nent = max;
-  if (::ioctl(fd, KVM_GET_SUPPORTED_CPUID, c) < 0) ThrowErrno(info.Env(), errno, "ioctl", "KVM_GET_SUPPORTED_CPUID");
+  if (::ioctl(fd, kIoctlGetSupportedCpuid, c) < 0) ThrowErrno(info.Env(), errno, "ioctl", "KVM_GET_SUPPORTED_CPUID");
   size_t bytes = size_t{c->nent} * sizeof(kvm_cpuid_entry2);
   Napi::Uint8Array out = Napi::Uint8Array::New(info.Env(), bytes);
   std::copy(buf.begin() + kCpuid2Header, buf.begin() + kCpuid2Header + bytes, out.Data());

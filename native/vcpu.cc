@@ -75,7 +75,7 @@ Napi::Value SetCpuid2(const Napi::CallbackInfo& info) {
   auto* c = reinterpret_cast<Cpuid2Header*>(buf.data());
   c->nent = static_cast<uint32_t>(entries.ByteLength() / sizeof(kvm_cpuid_entry2));
   std::memcpy(buf.data() + kCpuid2Header, entries.Data(), entries.ByteLength());
-  if (::ioctl(fd, KVM_SET_CPUID2, c) < 0) ThrowErrno(info.Env(), errno, "ioctl", "KVM_SET_CPUID2");
+  if (::ioctl(fd, kIoctlSetCpuid2, c) < 0) ThrowErrno(info.Env(), errno, "ioctl", "KVM_SET_CPUID2");
   return info.Env().Undefined();
 }
 
