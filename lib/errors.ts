@@ -10,6 +10,11 @@ const errnoNames = new Map<number, string>();
 for (const [name, value] of Object.entries(constants.errno)) {
   if (!errnoNames.has(value)) errnoNames.set(value, name);
 }
+// Where Linux has two names for one number, use the one KVM's docs use.
+for (const name of ['EOPNOTSUPP', 'EAGAIN', 'EDEADLK'] as const) {
+  const value = (constants.errno as Record<string, number>)[name];
+  if (value !== undefined) errnoNames.set(value, name);
+}
 
 /** The errno constant's name for a number ('EINVAL' for 22), or 'E<n>'. */
 export function errnoCode(errno: number): string {
