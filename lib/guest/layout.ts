@@ -1,0 +1,205 @@
+/**
+ * Register state for a 64-bit long-mode guest running at CPL3, as plain data.
+ *
+ * Under kvm_pvm (see the host facts) only this kind of guest runs natively;
+ * real mode, protected mode and CPL0 long mode are run by KVM's instruction
+ * emulator and never take shadow page faults. The values here are the set-up
+ * measured to work there; the caller applies them with KVM_SET_SREGS /
+ * KVM_SET_REGS (after KVM_SET_CPUID2, or EFER.LME is refused) before the first
+ * KVM_RUN. Nothing in this file talks to KVM.
+ *
+ * @module
+ */
+
+/** One segment register as KVM's struct kvm_segment describes it. */
+export interface Segment {
+  /** Segment base (ignored for CS/DS/ES/SS in 64-bit mode, used for FS/GS). */
+  base: bigint;
+  /** Limit in bytes, already expanded by the granularity bit (0xffffffff for 4 GiB). */
+  limit: number;
+  /** Selector value; the low two bits are the RPL. */
+  selector: number;
+  /** Descriptor type nibble (e.g. 0xb = code execute/read accessed, 3 = data read/write accessed). */
+  type: number;
+  /** Present bit. */
+  present: number;
+  /** Descriptor privilege level. */
+  dpl: number;
+  /** Default operand size (D/B); must be 0 for a 64-bit code segment. */
+  db: number;
+  /** 1 for code/data descriptors, 0 for system descriptors (TSS, LDT). */
+  s: number;
+  /** Long-mode code segment bit. */
+  l: number;
+  /** Granularity bit (limit counted in 4 KiB units in the descriptor). */
+  g: number;
+  /** Available-for-software bit. */
+  avl: number;
+  /** KVM's "unusable" flag (null selector loaded). */
+  unusable: number;
+}
+
+/** The subset of struct kvm_sregs this set-up defines; other fields keep their current values. */
+export interface LongModeSregs {
+  /** Code segment: 64-bit, DPL 3. */
+  cs: Segment;
+  /** Data segment. */
+  ds: Segment;
+  /** Extra segment. */
+  es: Segment;
+  /** FS (its base is the one segment base still used in 64-bit mode, with GS). */
+  fs: Segment;
+  /** GS. */
+  gs: Segment;
+  /** Stack segment: DPL must equal CPL (3). */
+  ss: Segment;
+  /** Task register: a busy 64-bit TSS, needed for a valid long-mode state. */
+  tr: Segment;
+  /** LDT: unusable (no LDT). */
+  ldt: Segment;
+  /** CR0. */
+  cr0: bigint;
+  /** CR3: page-table root. */
+  cr3: bigint;
+  /** CR4. */
+  cr4: bigint;
+  /** EFER. */
+  efer: bigint;
+}
+
+/** The subset of struct kvm_regs set before the first run. */
+export interface InitialRegs {
+  /** Entry point (guest virtual). */
+  rip: bigint;
+  /** Initial stack pointer (guest virtual). */
+  rsp: bigint;
+  /** RFLAGS: 0x3002 (IOPL 3 plus the always-one bit 1). */
+  rflags: bigint;
+}
+
+/** CR0.PE: protected mode. */
+export const CR0_PE = 1n << 0n;
+/** CR0.ET: extension type, hardwired to 1 on modern CPUs. */
+export const CR0_ET = 1n << 4n;
+/** CR0.PG: paging. */
+export const CR0_PG = 1n << 31n;
+/** CR4.PAE: physical address extension, required for long mode. */
+export const CR4_PAE = 1n << 5n;
+/** EFER.LME: long mode enable. */
+export const EFER_LME = 1n << 8n;
+/** EFER.LMA: long mode active (KVM wants it consistent with LME + PG). */
+export const EFER_LMA = 1n << 10n;
+
+/** CR0 for the guest: PE | ET | PG = 0x80000011. */
+export const LONG_MODE_CR0 = CR0_PE | CR0_ET | CR0_PG;
+/** CR4 for the guest: PAE only (0x20). LA57 is refused by KVM_SET_SREGS here. */
+export const LONG_MODE_CR4 = CR4_PAE;
+/** EFER for the guest: LME | LMA = 0x500 (no NXE, no SCE). */
+export const LONG_MODE_EFER = EFER_LME | EFER_LMA;
+/**
+ * RFLAGS for the guest: IOPL 3 so that `out`/`in` at CPL3 do not fault but exit
+ * to the host as KVM_EXIT_IO; bit 1 is reserved and always 1. IF stays clear.
+ */
+export const CPL3_RFLAGS = 0x3002n;
+
+/** User code selector: GDT index 6, RPL 3 (the value Linux uses for 64-bit user code). */
+export const USER_CS_SELECTOR = 0x33;
+/** User data selector: GDT index 5, RPL 3 (Linux's user data selector). */
+export const USER_DS_SELECTOR = 0x2b;
+/** TSS selector: GDT index 8, RPL 0, following the same Linux-like GDT layout. */
+export const TSS_SELECTOR = 0x40;
+
+/** Input of {@link longModeCpl3Sregs}. */
+export interface LongModeSregsOptions {
+  /** Page-table root (e.g. from buildIdentityPageTables). */
+  cr3: number | bigint;
+}
+
+function big(v: number | bigint, what: string): bigint {
+  if (typeof v === 'bigint') {
+    if (v < 0n || v >= 1n << 64n) throw new RangeError(`${what} ${v} is not a 64-bit unsigned value`);
+    return v;
+  }
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) {
+    throw new TypeError(`${what} must be a non-negative integer (safe number or bigint), got ${String(v)}`);
+  }
+  return BigInt(v);
+}
+
+function dataSegment(): Segment {
+  return {
+    base: 0n, limit: 0xffffffff, selector: USER_DS_SELECTOR, type: 3,
+    present: 1, dpl: 3, db: 1, s: 1, l: 0, g: 1, avl: 0, unusable: 0,
+  };
+}
+
+/**
+ * Special registers for a 64-bit CPL3 guest with paging rooted at `cr3`:
+ * CR0 0x80000011, CR4 0x20, EFER 0x500; CS 0x33 (type 0xb, L=1, D=0, DPL 3);
+ * SS/DS/ES/FS/GS 0x2b (type 3, D=1, DPL 3); TR a busy 64-bit TSS (type 11,
+ * limit 0x67, the minimum TSS size); LDT unusable.
+ *
+ * CPL comes from SS.DPL/CS.DPL as loaded, so no GDT in guest memory is needed as
+ * long as the guest never reloads segments or takes an interrupt.
+ */
+export function longModeCpl3Sregs(opts: LongModeSregsOptions): LongModeSregs {
+  const cr3 = big(opts.cr3, 'cr3');
+  if (cr3 & 0xfffn) throw new RangeError(`cr3 0x${cr3.toString(16)} is not 4 KiB aligned`);
+  return {
+    cs: {
+      base: 0n, limit: 0xffffffff, selector: USER_CS_SELECTOR, type: 0xb,
+      present: 1, dpl: 3, db: 0, s: 1, l: 1, g: 1, avl: 0, unusable: 0,
+    },
+    ds: dataSegment(),
+    es: dataSegment(),
+    fs: dataSegment(),
+    gs: dataSegment(),
+    ss: dataSegment(),
+    tr: {
+      base: 0n, limit: 0x67, selector: TSS_SELECTOR, type: 11,
+      present: 1, dpl: 0, db: 0, s: 0, l: 0, g: 0, avl: 0, unusable: 0,
+    },
+    ldt: {
+      base: 0n, limit: 0, selector: 0, type: 2,
+      present: 0, dpl: 0, db: 0, s: 0, l: 0, g: 0, avl: 0, unusable: 1,
+    },
+    cr0: LONG_MODE_CR0,
+    cr3,
+    cr4: LONG_MODE_CR4,
+    efer: LONG_MODE_EFER,
+  };
+}
+
+/** Input of {@link initialRegs}. */
+export interface InitialRegsOptions {
+  /** Entry point. */
+  rip: number | bigint;
+  /** Initial stack pointer (top of a mapped, writable region; 16-byte aligned is customary). */
+  rsp: number | bigint;
+}
+
+/** General registers for the first run: rip, rsp and RFLAGS 0x3002. */
+export function initialRegs(opts: InitialRegsOptions): InitialRegs {
+  return { rip: big(opts.rip, 'rip'), rsp: big(opts.rsp, 'rsp'), rflags: CPL3_RFLAGS };
+}
+
+/**
+ * A suggested guest-physical layout for small test guests, all inside the first
+ * 2 MiB so one small memslot holds everything: page 0 left unused (catches null
+ * pointers only if unmapped, but keeps addresses non-zero), tables at 0x1000
+ * (24 KiB for the default 4 GiB map), code at 0x10000, a 64 KiB stack below
+ * 0x30000, and data from 0x100000. Nothing depends on it; it only saves each
+ * test from inventing addresses.
+ */
+export const DEFAULT_GUEST_LAYOUT = {
+  /** Page tables (PML4 first). */
+  tablesGpa: 0x1000n,
+  /** Code load address / entry point. */
+  codeGpa: 0x10000n,
+  /** Initial rsp (the stack grows down from here to 0x20000). */
+  stackTop: 0x30000n,
+  /** First address for test data. */
+  dataGpa: 0x100000n,
+  /** Size of memory covering all of the above. */
+  memorySize: 0x200000n,
+} as const;
