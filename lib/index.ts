@@ -18,3 +18,4 @@ export type { VcpuExit, IoExit, MmioExit, MemoryFaultExit, FailEntryExit, Intern
 export type { Stats, StatDescriptor } from './stats.js';
 export { PAGE_SIZE, type U64Like } from './int.js';
 export { addonPath } from './native.js';
+export * as guest from './guest/index.js';
