@@ -19,3 +19,8 @@ export type { Stats, StatDescriptor } from './stats.js';
 export { PAGE_SIZE, type U64Like } from './int.js';
 export { addonPath } from './native.js';
 export * as guest from './guest/index.js';
+export {
+  PreFaultError, PreFaultAbortError, defaultThreads, isShadowPagingHost, EAGAIN_RETRY_LIMIT, EINTR_RETRY_LIMIT,
+  type PreFaultRange, type PreFaultOptions, type PreFaultResult, type PreFaultLevels, type PreFaultEngineName, type PreFaultEngineChoice,
+} from './prefault/index.js';
+export { SoftMmu, type PageLevel, type SoftMmuLeaf, type SoftMmuStats } from './soft-mmu/index.js';

@@ -6,7 +6,7 @@
 import { ADVICE, Mm, type Advice } from './constants.js';
 import { callNative, errnoError, invalidArgument, KvmError } from './errors.js';
 import { SIZE_2M, toU64, requirePageAligned, PAGE_SIZE, type U64Like } from './int.js';
-import { native, type NativeMapping } from './native.js';
+import { native, type NativeMapping, type NativeResult } from './native.js';
 import { Resource } from './resource.js';
 
 /** Options for anonymous guest memory. */
@@ -134,6 +134,20 @@ export class HostMemory extends Resource {
   populateSync(options: PopulateOptions = {}): void {
     const off = toU64(options.offset ?? 0n, 'offset', 'madvise');
     this.advise(options.write === false ? 'populate-read' : 'populate-write', off, options.length ?? this.size - off);
+  }
+
+  /**
+   * @internal One madvise() for the pre-fault engine: throws the native errno
+   * error so the caller can map it to KVM's semantics.
+   */
+  adviseRawSync(offset: bigint, length: bigint, advice: number): void {
+    this.assertOpen('madvise');
+    this.#mapping.madvise(offset, length, advice);
+  }
+
+  /** @internal madvise() on a worker thread; resolves with { rc, errno }. */
+  adviseRawAsync(offset: bigint, length: bigint, advice: number): Promise<NativeResult> {
+    return this.track('madvise', () => this.#mapping.madviseAsync(offset, length, advice));
   }
 
   /** mprotect() over [offset, offset+length) (default: all). */

@@ -12,6 +12,8 @@ import { decodeRegs, decodeSregs, encodeRegs, encodeSregs, REG_NAMES, type Regs,
 import { Resource } from './resource.js';
 import { StatsReader, type StatDescriptor, type Stats } from './stats.js';
 import type { Vm } from './vm.js';
+import { preFaultMemory, preFaultMemorySync } from './prefault/run.js';
+import type { PreFaultOptions, PreFaultRange, PreFaultResult } from './prefault/contract.js';
 
 const EINTR = 4;
 const EAGAIN = 11;
@@ -172,6 +174,31 @@ export class Vcpu extends Resource {
   /** @internal Signals the thread blocked in a vcpu ioctl (pre-fault abort). */
   interruptIoctl(): boolean {
     return this.closed ? false : native.interrupt(this.#fd);
+  }
+
+  /**
+   * Pre-faults guest memory [gpa, gpa+size) so the guest's first touch does
+   * not fault: KVM_PRE_FAULT_MEMORY where the kernel supports it, else the
+   * software engine (same contract). Runs off the event loop, reports
+   * progress, and stops on `signal`. Rejects with PreFaultError (carrying the
+   * progress) on failure, PreFaultAbortError when aborted.
+   */
+  preFaultMemory(range: PreFaultRange, options: PreFaultOptions = {}): Promise<PreFaultResult> {
+    try {
+      return preFaultMemory(this, range, options);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** preFaultMemory() on the calling thread (blocks it). */
+  preFaultMemorySync(range: PreFaultRange, options: PreFaultOptions = {}): PreFaultResult {
+    return preFaultMemorySync(this, range, options);
+  }
+
+  /** @internal Keeps the fd open while an asynchronous step runs. */
+  trackStep<T>(step: () => Promise<T>): Promise<T> {
+    return this.track('KVM_PRE_FAULT_MEMORY', step);
   }
 
   /** Binary statistics of this vcpu, by name (e.g. 'exits', 'pf_taken'). */

@@ -15,6 +15,7 @@ import { native } from './native.js';
 import { Resource } from './resource.js';
 import { StatsReader, type StatDescriptor, type Stats } from './stats.js';
 import { Vcpu } from './vcpu.js';
+import { SoftMmu } from './soft-mmu/index.js';
 
 /** Options of Kvm.createVm(). */
 export interface VmOptions {
@@ -73,6 +74,9 @@ export class Vm extends Resource {
   readonly #owned: { statsFd: number };
   #stats: StatsReader | undefined;
   #gmemFlags: bigint | undefined;
+  #softMmu: SoftMmu | undefined;
+  /** @internal The pre-fault engine remembered for this VM (see prefault/engine-choice.ts). */
+  preFaultEngine: { engine: 'kernel' | 'software'; reason: string } | undefined;
 
   /** @internal Use Kvm.createVm(). */
   constructor(kvm: Kvm, fd: number, type: VmType, caps: KvmCapabilities) {
@@ -323,6 +327,17 @@ export class Vm extends Resource {
     return this.#statsReader().descriptors;
   }
 
+  /**
+   * The software MMU's model of this VM's guest page tables: what the
+   * software pre-fault engine mapped, kept consistent with slot deletes and
+   * moves, attribute changes, punched holes and closed memory.
+   * `vm.softMmu.lookup(gpa)` and `vm.softMmu.stats()` inspect it.
+   */
+  get softMmu(): SoftMmu {
+    this.#softMmu ??= new SoftMmu();
+    return this.#softMmu;
+  }
+
   /** @internal Subscribe to invalidations of guest ranges (software MMU). */
   onInvalidate(listener: InvalidationListener): () => void {
     this.#invalidationListeners.add(listener);
@@ -370,6 +385,8 @@ export class Vm extends Resource {
   }
 
   #invalidate(gpa: bigint, size: bigint, reason: InvalidationReason, slot: number | undefined): void {
+    // Like KVM's MMU notifiers: any change to what backs a range drops its mappings.
+    this.#softMmu?.zapRange(gpa, size);
     for (const l of this.#invalidationListeners) l(gpa, size, reason, slot);
   }
 

@@ -1,0 +1,127 @@
+/**
+ * Entry points: argument checks, engine choice, and the two drivers
+ * (worker-thread steps, or blocking steps) of the shared loop.
+ */
+import { invalidArgument } from '../errors.js';
+import { toU64 } from '../int.js';
+import { validatePreFaultRange, type PageLevel } from '../soft-mmu/index.js';
+import type { Vcpu } from '../vcpu.js';
+import type { Vm } from '../vm.js';
+import { PreFaultError, type PreFaultEngineChoice, type PreFaultEngineName, type PreFaultOptions, type PreFaultRange, type PreFaultResult } from './contract.js';
+import { decideEngine } from './engine-choice.js';
+import { preFaultLoop, type LoopParams } from './loop.js';
+import { defaultThreads, kernelStepAsync, kernelStepSync, softwareStepAsync, softwareStepSync, type StepOutcome } from './step.js';
+
+const OP = 'KVM_PRE_FAULT_MEMORY';
+const MiB = 1n << 20n;
+
+interface Prepared {
+  params: LoopParams;
+  threads: number;
+}
+
+function prepare(vcpu: Vcpu, range: PreFaultRange, options: PreFaultOptions): Prepared {
+  if (typeof range !== 'object' || range === null) throw invalidArgument(OP, 'range must be an object { gpa, size }');
+  const gpa = toU64(range.gpa, 'gpa', OP);
+  const size = toU64(range.size, 'size', OP);
+  const flags = toU64(range.flags ?? 0n, 'flags', OP);
+  const args = { gpa, size, flags };
+  if (validatePreFaultRange({ gpa, size, flags }) !== null) {
+    throw invalidArgument(OP, 'gpa and size must be 4 KiB aligned, size non-zero, gpa + size below 2^64, flags 0', args);
+  }
+  const choice: PreFaultEngineChoice = options.engine ?? 'auto';
+  if (choice !== 'auto' && choice !== 'kernel' && choice !== 'software') {
+    throw invalidArgument(OP, "engine must be 'auto', 'kernel' or 'software'", { engine: String(choice) });
+  }
+  const threads = options.threads ?? defaultThreads();
+  if (!Number.isInteger(threads) || threads < 1 || threads > 64) throw invalidArgument(OP, 'threads must be an integer in 1..64', { threads });
+  const maxStepOverride = options.maxStepBytes === undefined ? undefined : toU64(options.maxStepBytes, 'maxStepBytes', OP);
+  if (maxStepOverride !== undefined && (maxStepOverride === 0n || maxStepOverride % 4096n !== 0n)) {
+    throw invalidArgument(OP, 'maxStepBytes must be a non-zero multiple of 4096', { maxStepBytes: maxStepOverride });
+  }
+  if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw invalidArgument(OP, 'onProgress must be a function');
+  const vm: Vm = vcpu.vm;
+  vcpu.fd; // throws ECLOSED on a closed vcpu before any work
+  const signal = options.signal;
+  return {
+    threads,
+    params: {
+      vm,
+      gpa,
+      size,
+      decision: decideEngine(vm, choice),
+      maxStep: (engine: PreFaultEngineName) => maxStepOverride ?? (engine === 'kernel' ? 32n * MiB : 64n * MiB),
+      aborted: () => (signal?.aborted ? (signal.reason ?? new Error('aborted')) : undefined),
+      onProgress: options.onProgress,
+      kernelLevels: () => pageCounters(vm),
+    },
+  };
+}
+
+/** The VM's TDP/shadow page counters, when it exposes them. */
+function pageCounters(vm: Vm): Record<PageLevel, number> | undefined {
+  try {
+    const s = vm.stats();
+    if (typeof s.pages_4k !== 'bigint') return undefined;
+    return { '4k': Number(s.pages_4k), '2m': Number(s.pages_2m ?? 0n), '1g': Number(s.pages_1g ?? 0n) };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Pre-faults on worker threads; see Vcpu.preFaultMemory(). */
+export async function preFaultMemory(vcpu: Vcpu, range: PreFaultRange, options: PreFaultOptions = {}): Promise<PreFaultResult> {
+  const { params, threads } = prepare(vcpu, range, options);
+  const signal = options.signal;
+  // An abort during a long kernel step interrupts the ioctl (it returns with
+  // partial progress or EINTR), so cancellation does not wait for the step.
+  const onAbort = (): void => {
+    vcpu.interruptIoctl();
+  };
+  signal?.addEventListener('abort', onAbort);
+  try {
+    const loop = preFaultLoop(params);
+    let input: StepOutcome | undefined;
+    for (;;) {
+      const next = loop.next(input);
+      if (next.done) return next.value;
+      const req = next.value;
+      if (req.kind === 'sleep') {
+        await new Promise((r) => setTimeout(r, req.ms));
+        input = undefined;
+      } else if (req.engine === 'kernel') {
+        input = await runStep(vcpu, () => kernelStepAsync(vcpu, req.gpa, req.size));
+      } else {
+        input = await runStep(vcpu, () => softwareStepAsync(params.vm, req.gpa, req.size, params.maxStep('software'), threads));
+      }
+    }
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+  }
+}
+
+/** Pre-faults on the calling thread; same contract, blocking. */
+export function preFaultMemorySync(vcpu: Vcpu, range: PreFaultRange, options: PreFaultOptions = {}): PreFaultResult {
+  const { params } = prepare(vcpu, range, options);
+  const loop = preFaultLoop(params);
+  let input: StepOutcome | undefined;
+  for (;;) {
+    const next = loop.next(input);
+    if (next.done) return next.value;
+    const req = next.value;
+    if (req.kind === 'sleep') {
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, req.ms);
+      input = undefined;
+    } else {
+      vcpu.fd;
+      input = req.engine === 'kernel' ? kernelStepSync(vcpu, req.gpa, req.size) : softwareStepSync(params.vm, req.gpa, req.size, params.maxStep('software'));
+    }
+  }
+}
+
+/** Runs an async step while keeping the vcpu's fd alive (close() waits for it). */
+function runStep(vcpu: Vcpu, step: () => Promise<StepOutcome>): Promise<StepOutcome> {
+  return vcpu.trackStep(step);
+}
+
+export { PreFaultError };

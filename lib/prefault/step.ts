@@ -1,0 +1,186 @@
+/**
+ * One step of each engine, in a synchronous and an asynchronous form. A step
+ * is given what is left of the request (at most maxStepBytes of it) and
+ * answers like one KVM_PRE_FAULT_MEMORY call: errno 0 with the range moved
+ * on, or an errno with the range unchanged.
+ */
+import { availableParallelism } from 'node:os';
+import { native, type NativeResult } from '../native.js';
+import type { PageLevel, PreFaultMapStep } from '../soft-mmu/index.js';
+import { LEVEL_SIZE, planPreFaultStep, type SoftSlotView } from '../soft-mmu/index.js';
+import { Mm } from '../constants.js';
+import type { MemorySlot } from '../memslots.js';
+import type { Vcpu } from '../vcpu.js';
+import type { Vm } from '../vm.js';
+import { hostMaxLevel } from './host-level.js';
+
+/** What one step did. */
+export interface StepOutcome {
+  errno: number;
+  gpa: bigint;
+  size: bigint;
+  /** Leaves the step mapped (software engine only). */
+  leaves?: { level: PageLevel; count: number };
+}
+
+const ENOENT = 2;
+const EFAULT = 14;
+const EINVAL = 22;
+
+/** A kernel step: one KVM_PRE_FAULT_MEMORY ioctl. */
+export function kernelStepSync(vcpu: Vcpu, gpa: bigint, size: bigint): StepOutcome {
+  const r = native.preFaultMemory(vcpu.fd, gpa, size, 0n);
+  return { errno: r.rc < 0 ? r.errno : 0, gpa: r.gpa, size: r.size };
+}
+
+/** kernelStepSync on a worker thread. */
+export async function kernelStepAsync(vcpu: Vcpu, gpa: bigint, size: bigint): Promise<StepOutcome> {
+  const r = await native.preFaultMemoryAsync(vcpu.fd, gpa, size, 0n);
+  return { errno: r.rc < 0 ? r.errno : 0, gpa: r.gpa, size: r.size };
+}
+
+/** The Vm's slots as the planner sees them. */
+export function slotViews(vm: Vm): SoftSlotView[] {
+  return vm.memorySlots().map((s) => {
+    const view: SoftSlotView = {
+      slot: s.slot,
+      guestPhysAddr: s.guestPhysAddr,
+      size: s.size,
+      readonly: s.readonly,
+      hostMaxLevel: hostMaxLevel(s.memory),
+    };
+    if (s.userspaceAddr !== 0n) view.hostAddress = s.userspaceAddr;
+    if (s.guestMemfd) view.guestMemfd = { offset: s.guestMemfdOffset, flags: s.guestMemfd.flags, maxLevel: '4k' };
+    return view;
+  });
+}
+
+/** The plan of the next software step (or an errno outcome when there is nothing to map). */
+export function planSoftwareStep(vm: Vm, gpa: bigint, size: bigint, maxStep: bigint): PreFaultMapStep | StepOutcome {
+  const attrs = vm.attributeRanges;
+  const plan = planPreFaultStep({
+    slots: slotViews(vm),
+    isPrivate: (g, s) => attrs.classify(g, g + s),
+    range: { gpa, size },
+    maxChunk: maxStep,
+  });
+  if (plan.kind === 'enoent') return { errno: ENOENT, gpa, size };
+  if (plan.kind === 'efault') return { errno: EFAULT, gpa, size };
+  return plan;
+}
+
+/** How populating a planned run is done: a host range to madvise, or a guest_memfd range to fallocate. */
+type Populate =
+  | { kind: 'madvise'; slot: MemorySlot; offset: bigint; length: bigint; advice: number }
+  | { kind: 'fallocate'; fd: number; offset: bigint; length: bigint }
+  | { kind: 'none' };
+
+function populateFor(vm: Vm, plan: PreFaultMapStep): Populate {
+  const slot = vm.memorySlots().find((s) => s.slot === plan.slot);
+  if (!slot) return { kind: 'none' };
+  const advice = plan.writable ? Mm.MADV_POPULATE_WRITE : Mm.MADV_POPULATE_READ;
+  const offsetInSlot = plan.gpa - slot.guestPhysAddr;
+  const hostUsable = slot.memory !== undefined && !slot.memory.closed && slot.memory.hostAccessible;
+  if (plan.backing === 'host' || (hostUsable && slot.memory!.kind === 'guest-memfd' && !plan.private)) {
+    if (!hostUsable) return { kind: 'none' };
+    return { kind: 'madvise', slot, offset: slot.memoryOffset + offsetInSlot, length: plan.size, advice };
+  }
+  // Private memory (or a guest_memfd the host cannot touch): allocate it in the file.
+  const gmem = slot.guestMemfd;
+  if (!gmem || gmem.closed) return { kind: 'none' };
+  return { kind: 'fallocate', fd: gmem.fd, offset: slot.guestMemfdOffset + offsetInSlot, length: plan.size };
+}
+
+/** Splits [offset, offset+length) into up to `parts` 2 MiB-aligned chunks. */
+function split(offset: bigint, length: bigint, parts: number): [bigint, bigint][] {
+  const align = LEVEL_SIZE['2m'];
+  if (parts <= 1 || length < 4n * 1024n * 1024n) return [[offset, length]];
+  let per = length / BigInt(parts);
+  per = per - (per % align) || align;
+  const out: [bigint, bigint][] = [];
+  for (let o = offset; o < offset + length; o += per) out.push([o, o + per > offset + length ? offset + length - o : per]);
+  return out;
+}
+
+/** Default number of populate threads. */
+export function defaultThreads(): number {
+  return Math.max(1, Math.min(4, availableParallelism()));
+}
+
+function record(vm: Vm, plan: PreFaultMapStep): StepOutcome['leaves'] {
+  vm.softMmu.mapRange(plan.gpa, plan.size, plan.level, {
+    slot: plan.slot,
+    private: plan.private,
+    writable: plan.writable,
+    ...(plan.hostAddress !== undefined ? { hostAddress: plan.hostAddress } : {}),
+  });
+  return { level: plan.level, count: Number(plan.size / LEVEL_SIZE[plan.level]) };
+}
+
+function done(plan: PreFaultMapStep, gpa: bigint, size: bigint, leaves: StepOutcome['leaves']): StepOutcome {
+  return { errno: 0, gpa: gpa + plan.progress, size: size - plan.progress, ...(leaves ? { leaves } : {}) };
+}
+
+/** Converts a populate failure to what the kernel would report. */
+function populateErrno(errno: number): number {
+  // EINTR and EAGAIN are retried by the loop as the kernel's are; a host that
+  // cannot provide the memory (ENOMEM, EFAULT, EHWPOISON) is KVM's EFAULT.
+  return errno === 4 || errno === 11 ? errno : EFAULT;
+}
+
+/** Touches every page so it is faulted in, for kernels without MADV_POPULATE_* (before 5.14). */
+function touchPages(slot: MemorySlot, offset: bigint, length: bigint, write: boolean): void {
+  const bytes = slot.memory!.bytes;
+  const words = new Int32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >> 2);
+  for (let o = Number(offset); o < Number(offset + length); o += 4096) {
+    // An atomic add of 0 write-faults the page without changing guest data,
+    // even if the guest writes the same word concurrently.
+    if (write) Atomics.add(words, o >> 2, 0);
+    else Atomics.load(words, o >> 2);
+  }
+}
+
+/** A software step on the calling thread. */
+export function softwareStepSync(vm: Vm, gpa: bigint, size: bigint, maxStep: bigint): StepOutcome {
+  const plan = planSoftwareStep(vm, gpa, size, maxStep);
+  if (!('kind' in plan)) return plan;
+  const p = populateFor(vm, plan);
+  let r: NativeResult = { rc: 0, errno: 0 };
+  try {
+    if (p.kind === 'madvise') {
+      try {
+        p.slot.memory!.adviseRawSync(p.offset, p.length, p.advice);
+      } catch (e) {
+        if ((e as { errno?: number }).errno !== EINVAL) throw e;
+        touchPages(p.slot, p.offset, p.length, p.advice === Mm.MADV_POPULATE_WRITE);
+      }
+    } else if (p.kind === 'fallocate') {
+      native.fallocate(p.fd, Mm.FALLOC_FL_KEEP_SIZE, p.offset, p.length);
+    }
+  } catch (e) {
+    r = { rc: -1, errno: (e as { errno?: number }).errno ?? EFAULT };
+  }
+  if (r.rc < 0) return { errno: populateErrno(r.errno), gpa, size };
+  return done(plan, gpa, size, record(vm, plan));
+}
+
+/** A software step with populate spread over worker threads. */
+export async function softwareStepAsync(vm: Vm, gpa: bigint, size: bigint, maxStep: bigint, threads: number): Promise<StepOutcome> {
+  const plan = planSoftwareStep(vm, gpa, size, maxStep);
+  if (!('kind' in plan)) return plan;
+  const p = populateFor(vm, plan);
+  let results: NativeResult[] = [];
+  if (p.kind === 'madvise') {
+    const memory = p.slot.memory!;
+    results = await Promise.all(split(p.offset, p.length, threads).map(([o, l]) => memory.adviseRawAsync(o, l, p.advice)));
+    if (results.some((r) => r.rc < 0 && r.errno === EINVAL)) {
+      touchPages(p.slot, p.offset, p.length, p.advice === Mm.MADV_POPULATE_WRITE);
+      results = [];
+    }
+  } else if (p.kind === 'fallocate') {
+    results = await Promise.all(split(p.offset, p.length, threads).map(([o, l]) => native.fallocateAsync(p.fd, Mm.FALLOC_FL_KEEP_SIZE, o, l)));
+  }
+  const failed = results.find((r) => r.rc < 0);
+  if (failed) return { errno: populateErrno(failed.errno), gpa, size };
+  return done(plan, gpa, size, record(vm, plan));
+}
