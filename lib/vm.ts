@@ -75,6 +75,7 @@ export class Vm extends Resource {
   #stats: StatsReader | undefined;
   #gmemFlags: bigint | undefined;
   #softMmu: SoftMmu | undefined;
+  #memslotGeneration = 0;
   /** @internal The pre-fault engine remembered for this VM (see prefault/engine-choice.ts). */
   preFaultEngine: { engine: 'kernel' | 'software'; reason: string } | undefined;
 
@@ -216,6 +217,7 @@ export class Vm extends Resource {
     this.#setRegion(record, size);
     const old = this.#slots.get(slot);
     this.#slots.set(record);
+    this.#memslotGeneration++;
     if (old && old.guestPhysAddr !== guestPhysAddr) this.#invalidate(old.guestPhysAddr, old.size, 'slot-move', slot);
     return record;
   }
@@ -384,7 +386,17 @@ export class Vm extends Resource {
     }
   }
 
+  /**
+   * Bumped by every memslot, attribute or backing change, so work that
+   * spans a wait (a software pre-fault step populating on a worker thread)
+   * can tell the memory it planned for changed meanwhile.
+   */
+  get memslotGeneration(): number {
+    return this.#memslotGeneration;
+  }
+
   #invalidate(gpa: bigint, size: bigint, reason: InvalidationReason, slot: number | undefined): void {
+    this.#memslotGeneration++;
     // Like KVM's MMU notifiers: any change to what backs a range drops its mappings.
     this.#softMmu?.zapRange(gpa, size);
     for (const l of this.#invalidationListeners) l(gpa, size, reason, slot);

@@ -26,6 +26,7 @@ export interface StepOutcome {
 const ENOENT = 2;
 const EFAULT = 14;
 const EINVAL = 22;
+const EAGAIN = 11;
 
 /** A kernel step: one KVM_PRE_FAULT_MEMORY ioctl. */
 export function kernelStepSync(vcpu: Vcpu, gpa: bigint, size: bigint): StepOutcome {
@@ -166,6 +167,7 @@ export function softwareStepSync(vm: Vm, gpa: bigint, size: bigint, maxStep: big
 
 /** A software step with populate spread over worker threads. */
 export async function softwareStepAsync(vm: Vm, gpa: bigint, size: bigint, maxStep: bigint, threads: number): Promise<StepOutcome> {
+  const generation = vm.memslotGeneration;
   const plan = planSoftwareStep(vm, gpa, size, maxStep);
   if (!('kind' in plan)) return plan;
   const p = populateFor(vm, plan);
@@ -182,5 +184,8 @@ export async function softwareStepAsync(vm: Vm, gpa: bigint, size: bigint, maxSt
   }
   const failed = results.find((r) => r.rc < 0);
   if (failed) return { errno: populateErrno(failed.errno), gpa, size };
+  // The kernel answers EAGAIN when a memslot is deleted or moved while it
+  // faults; do the same rather than record a mapping of a slot that changed.
+  if (vm.memslotGeneration !== generation) return { errno: EAGAIN, gpa, size };
   return done(plan, gpa, size, record(vm, plan));
 }

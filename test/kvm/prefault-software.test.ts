@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { expect, it } from 'vitest';
-import { Kvm, type Vm } from '../../lib/index.js';
+import { Kvm, PreFaultError, type Vm } from '../../lib/index.js';
 import { Guest, touchPagesProgram } from '../../lib/guest/index.js';
 import { describeKvm } from '../support/kvm.js';
 
@@ -145,3 +145,29 @@ describeKvm('software engine: a real guest takes fewer exits', () => {
     expect(prefaulted).toBeLessThanOrEqual(demand);
   });
 });
+
+describeKvm('software engine: memslot changes during a step', () => {
+  it('a slot deleted while a step populates gives EAGAIN, then ENOENT with the progress kept', async () => {
+    using f = vmWith(64n * MiB, false);
+    using vcpu = f.vm.createVcpu(0);
+    // One 64 MiB step populating 16,384 pages on a worker thread takes tens of
+    // milliseconds: the deletion below lands while it runs.
+    const p = vcpu.preFaultMemory({ gpa: BASE, size: 64n * MiB }, { engine: 'software', maxStepBytes: 64n * MiB, threads: 1 });
+    setImmediate(() => f.vm.deleteMemoryRegion(1));
+    const e = await preFaultErrorOf(p);
+    expect(e.code).toBe('ENOENT');
+    expect(e.result.retries.eagain).toBe(1);
+    expect(e.bytesMapped).toBe(0n);
+    expect(f.vm.softMmu.stats().bytesMapped).toBe(0n);
+  });
+});
+
+async function preFaultErrorOf(p: Promise<unknown>): Promise<PreFaultError> {
+  try {
+    await p;
+  } catch (e) {
+    expect(e).toBeInstanceOf(PreFaultError);
+    return e as PreFaultError;
+  }
+  throw new Error('expected the pre-fault to fail');
+}
