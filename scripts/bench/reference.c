@@ -1,0 +1,805 @@
+/*
+ * reference.c - plain C reference for node-kvm's guest first-touch benchmark.
+ *
+ * Measures what it costs a guest to touch every 4 KiB page of a fresh memory
+ * region once (first pass) and again (second pass), for several ways of
+ * backing and preparing that memory, so that the Node benchmark can be
+ * compared with it (Node/C ratio).
+ *
+ *   reference --size BYTES --backing anon|thp|gmem
+ *             --method demand|populate|prefault-kernel
+ *             [--threads N] [--access write|read] [--reps R] [--warmup W]
+ *             [--timeout S]
+ *   reference --memset --size BYTES [--backing anon|thp] [--reps R] [--warmup W]
+ *
+ * Prints one JSON object per repetition on stdout (JSON lines); W warm-up
+ * repetitions run first and are not printed. Each repetition uses a fresh VM.
+ * Times are CLOCK_MONOTONIC nanoseconds:
+ *
+ *   allocNs       mmap (anon/thp) or KVM_CREATE_GUEST_MEMFD + mmap (gmem)
+ *   fillNs        MADV_POPULATE_* (populate) or KVM_PRE_FAULT_MEMORY loop
+ *                 (prefault-kernel); 0 for demand
+ *   prepNs        allocNs + fillNs: everything before the first guest pass
+ *                 that depends on the method (VM, memslot and vcpu creation
+ *                 are fixed costs, reported apart as setupNs / slotNs)
+ *   firstPassNs   KVM_RUN until the guest's OUT after touching every page
+ *   secondPassNs  KVM_RUN resuming the guest, which touches every page again
+ *   totalNsPerPage = (prepNs + firstPassNs) / pages
+ *
+ * plus the vcpu stats "exits" (per pass) and "pf_taken" (first pass), and the
+ * VM stats pages_4k / pages_2m / pages_1g after the first pass (null when the
+ * kernel lacks the stat).
+ *
+ * Warm-up matters when the host is itself a VM with free page reporting
+ * (virtio_balloon): memory freed for more than a couple of seconds goes back
+ * to the outer hypervisor, and touching it again costs an outer fault per
+ * page. Repetitions that follow each other quickly reuse warm memory.
+ *
+ * A method the kernel does not support (KVM_PRE_FAULT_MEMORY gives EOPNOTSUPP
+ * under kvm_pvm, for instance) prints one {"error":"EOPNOTSUPP", ...} object
+ * and exits 0, so the caller can record it as unavailable. Any other failure
+ * prints a message on stderr and exits 1.
+ *
+ * The guest is a 64-bit long-mode guest running at CPL3 (under kvm_pvm only
+ * that runs natively; every other mode is emulated instruction by instruction
+ * and takes no shadow page faults). Guest physical layout:
+ *
+ *   slot 0, gpa 0, 2 MiB "system" region:
+ *     0x01000 PML4, 0x02000 PDPT, 0x03000-0x06fff page directories mapping
+ *     0-4 GiB 1:1 with 2 MiB pages, 0x10000 code, 0x30000 stack top and TSS,
+ *     0x40000.. page directories for the measured region
+ *   slot 1, gpa 4 GiB: the measured region, mapped 1:1 with 2 MiB pages.
+ *
+ * Build: gcc -std=c11 -O2 -Wall -Wextra -Werror -pthread (see
+ * build-reference.sh next to this file).
+ */
+#define _GNU_SOURCE
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- KVM definitions newer than the distro's 6.1 <linux/kvm.h> ---------- */
+
+struct bench_create_guest_memfd {
+	uint64_t size;
+	uint64_t flags;
+	uint64_t reserved[6];
+};
+static_assert(sizeof(struct bench_create_guest_memfd) == 64, "guest_memfd struct");
+#define BENCH_KVM_CREATE_GUEST_MEMFD 0xC040AED4UL
+static_assert(BENCH_KVM_CREATE_GUEST_MEMFD ==
+	      _IOWR(KVMIO, 0xd4, struct bench_create_guest_memfd), "ioctl number");
+#define BENCH_GUEST_MEMFD_FLAG_MMAP (1ULL << 0)
+#define BENCH_GUEST_MEMFD_FLAG_INIT_SHARED (1ULL << 1)
+
+struct bench_userspace_memory_region2 {
+	uint32_t slot;
+	uint32_t flags;
+	uint64_t guest_phys_addr;
+	uint64_t memory_size;
+	uint64_t userspace_addr;
+	uint64_t guest_memfd_offset;
+	uint32_t guest_memfd;
+	uint32_t pad1;
+	uint64_t pad2[14];
+};
+static_assert(sizeof(struct bench_userspace_memory_region2) == 160, "region2 struct");
+#define BENCH_KVM_SET_USER_MEMORY_REGION2 0x40A0AE49UL
+static_assert(BENCH_KVM_SET_USER_MEMORY_REGION2 ==
+	      _IOW(KVMIO, 0x49, struct bench_userspace_memory_region2), "ioctl number");
+#define BENCH_KVM_MEM_GUEST_MEMFD (1U << 2)
+
+struct bench_pre_fault_memory {
+	uint64_t gpa;
+	uint64_t size;
+	uint64_t flags;
+	uint64_t padding[5];
+};
+static_assert(sizeof(struct bench_pre_fault_memory) == 64, "pre-fault struct");
+#define BENCH_KVM_PRE_FAULT_MEMORY 0xC040AED5UL
+static_assert(BENCH_KVM_PRE_FAULT_MEMORY ==
+	      _IOWR(KVMIO, 0xd5, struct bench_pre_fault_memory), "ioctl number");
+
+/* ---- layout ------------------------------------------------------------- */
+
+#define PAGE_4K UINT64_C(0x1000)
+#define PAGE_2M UINT64_C(0x200000)
+#define SYS_SIZE PAGE_2M
+#define PML4_GPA UINT64_C(0x1000)
+#define PDPT_GPA UINT64_C(0x2000)
+#define LOW_PD_GPA UINT64_C(0x3000)	/* four PDs: 0-4 GiB */
+#define CODE_GPA UINT64_C(0x10000)
+#define STACK_TOP UINT64_C(0x30000)
+#define TSS_GPA UINT64_C(0x30000)
+#define REGION_PD_GPA UINT64_C(0x40000) /* one PD per GiB of the measured region */
+#define REGION_GPA UINT64_C(0x100000000)
+#define IO_PORT 0x1000
+
+#define TSS_IOMAP_OFFSET 0x68	/* iomap base; the bitmap follows the TSS */
+#define TSS_IOMAP_BYTES 0x2000	/* 65536 ports, all allowed (zero bits) */
+#define TSS_LIMIT (TSS_IOMAP_OFFSET + TSS_IOMAP_BYTES) /* covers the 0xff byte */
+
+/* Largest region whose page directories fit between REGION_PD_GPA and the end
+ * of the system region, and whose PDPT entries fit in the one PDPT. */
+#define MAX_REGION_GIB ((SYS_SIZE - REGION_PD_GPA) / PAGE_4K)
+static_assert(4 + MAX_REGION_GIB <= 512, "PDPT entries");
+
+/* ---- options ------------------------------------------------------------ */
+
+enum backing { BACKING_ANON, BACKING_THP, BACKING_GMEM };
+enum method { METHOD_DEMAND, METHOD_POPULATE, METHOD_PREFAULT, METHOD_MEMSET };
+
+static const char *const backing_names[] = { "anon", "thp", "gmem" };
+static const char *const method_names[] = { "demand", "populate", "prefault-kernel", "memset" };
+
+struct options {
+	uint64_t size;
+	enum backing backing;
+	enum method method;
+	int threads;
+	bool read;
+	int reps;
+	int warmup;
+	unsigned timeout_s;
+};
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+
+static void die(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fputs("reference: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(1);
+}
+
+static void die_errno(const char *what) __attribute__((noreturn));
+
+static void die_errno(const char *what)
+{
+	die("%s: %s", what, strerror(errno));
+}
+
+static const char *errno_name(int err)
+{
+	const char *name = strerrorname_np(err);
+	return name ? name : "UNKNOWN";
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+/* ioctl, retried while interrupted */
+static int xioctl(int fd, unsigned long req, void *arg)
+{
+	int rc;
+	do
+		rc = ioctl(fd, req, arg);
+	while (rc < 0 && errno == EINTR);
+	return rc;
+}
+
+static uint64_t parse_size(const char *s)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 0);
+	if (errno || end == s)
+		die("bad size '%s'", s);
+	switch (*end) {
+	case 'k': case 'K': v <<= 10; end++; break;
+	case 'm': case 'M': v <<= 20; end++; break;
+	case 'g': case 'G': v <<= 30; end++; break;
+	default: break;
+	}
+	if (*end == 'i' || *end == 'I')
+		end++;
+	if (*end == 'b' || *end == 'B')
+		end++;
+	if (*end)
+		die("bad size '%s'", s);
+	return v;
+}
+
+static int lookup(const char *value, const char *const *names, int count, const char *what)
+{
+	for (int i = 0; i < count; i++)
+		if (!strcmp(value, names[i]))
+			return i;
+	die("unknown %s '%s'", what, value);
+}
+
+static void usage(void)
+{
+	fputs("usage: reference --size BYTES --backing anon|thp|gmem\n"
+	      "                 --method demand|populate|prefault-kernel\n"
+	      "                 [--threads N] [--access write|read] [--reps R] [--warmup W]\n"
+	      "                 [--timeout S]\n"
+	      "       reference --memset --size BYTES [--backing anon|thp] [--reps R] [--warmup W]\n",
+	      stderr);
+	exit(2);
+}
+
+static struct options parse_args(int argc, char **argv)
+{
+	struct options o = { .backing = BACKING_ANON, .method = METHOD_DEMAND,
+			     .threads = 1, .reps = 1, .timeout_s = 300 };
+	bool have_method = false;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (!strcmp(a, "--memset")) {
+			o.method = METHOD_MEMSET;
+			have_method = true;
+			continue;
+		}
+		if (!strcmp(a, "--help") || !strcmp(a, "-h"))
+			usage();
+		if (i + 1 >= argc)
+			usage();
+		const char *v = argv[++i];
+		if (!strcmp(a, "--size"))
+			o.size = parse_size(v);
+		else if (!strcmp(a, "--backing"))
+			o.backing = lookup(v, backing_names, 3, "backing");
+		else if (!strcmp(a, "--method")) {
+			o.method = lookup(v, method_names, 3, "method");
+			have_method = true;
+		} else if (!strcmp(a, "--threads"))
+			o.threads = atoi(v);
+		else if (!strcmp(a, "--access"))
+			o.read = lookup(v, (const char *const[]){ "write", "read" }, 2, "access");
+		else if (!strcmp(a, "--reps"))
+			o.reps = atoi(v);
+		else if (!strcmp(a, "--warmup"))
+			o.warmup = atoi(v);
+		else if (!strcmp(a, "--timeout"))
+			o.timeout_s = (unsigned)atoi(v);
+		else
+			usage();
+	}
+	if (!have_method || !o.size)
+		usage();
+	if (o.size % PAGE_2M)
+		die("--size must be a multiple of 2 MiB (the region is mapped with 2 MiB pages)");
+	if (o.size > MAX_REGION_GIB << 30)
+		die("--size must be at most %llu GiB", (unsigned long long)MAX_REGION_GIB);
+	if (o.threads < 1 || o.threads > 256)
+		die("--threads must be 1..256");
+	if (o.reps < 1 || o.warmup < 0)
+		die("--reps must be at least 1 and --warmup at least 0");
+	if (o.method == METHOD_MEMSET && o.backing == BACKING_GMEM)
+		die("--memset takes --backing anon or thp");
+	return o;
+}
+
+/* ---- memory ------------------------------------------------------------- */
+
+/* Reserve size + 2 MiB of address space, keep a 2 MiB aligned window of size
+ * bytes and give the rest back. With fd >= 0 the window maps that file
+ * MAP_SHARED; otherwise it is private anonymous memory. */
+static uint8_t *map_aligned(uint64_t size, int fd)
+{
+	size_t span = size + PAGE_2M;
+	int prot = fd >= 0 ? PROT_NONE : PROT_READ | PROT_WRITE;
+	uint8_t *raw = mmap(NULL, span, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (raw == MAP_FAILED)
+		die_errno("mmap reserve");
+	uint8_t *base = (uint8_t *)(((uintptr_t)raw + PAGE_2M - 1) & ~(uintptr_t)(PAGE_2M - 1));
+	if (fd >= 0 && mmap(base, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED)
+		die_errno("mmap guest_memfd");
+	if (base > raw)
+		munmap(raw, (size_t)(base - raw));
+	if (raw + span > base + size)
+		munmap(base + size, (size_t)(raw + span - (base + size)));
+	return base;
+}
+
+struct populate_chunk {
+	uint8_t *addr;
+	size_t len;
+	int advice;
+	int err;
+	pthread_t thread;
+};
+
+static void *populate_worker(void *arg)
+{
+	struct populate_chunk *c = arg;
+	int rc;
+	do
+		rc = madvise(c->addr, c->len, c->advice);
+	while (rc < 0 && (errno == EINTR || errno == EAGAIN));
+	c->err = rc < 0 ? errno : 0;
+	return NULL;
+}
+
+/* MADV_POPULATE_* over [base, base+size), in threads contiguous chunks whose
+ * length is a multiple of 2 MiB. One thread means the calling thread. */
+static void populate(uint8_t *base, uint64_t size, int threads, bool read)
+{
+	struct populate_chunk chunks[256];
+	int advice = read ? MADV_POPULATE_READ : MADV_POPULATE_WRITE;
+	uint64_t per = (size + (uint64_t)threads - 1) / (uint64_t)threads;
+	per = (per + PAGE_2M - 1) & ~(PAGE_2M - 1);
+	int n = 0;
+	for (uint64_t off = 0; off < size && n < threads; off += per, n++) {
+		uint64_t len = size - off < per ? size - off : per;
+		chunks[n] = (struct populate_chunk){ .addr = base + off, .len = len, .advice = advice };
+	}
+	if (n == 1) {
+		populate_worker(&chunks[0]);
+	} else {
+		for (int i = 0; i < n; i++)
+			if ((errno = pthread_create(&chunks[i].thread, NULL, populate_worker, &chunks[i])))
+				die_errno("pthread_create");
+		for (int i = 0; i < n; i++)
+			pthread_join(chunks[i].thread, NULL);
+	}
+	for (int i = 0; i < n; i++)
+		if (chunks[i].err)
+			die("madvise(%s): %s", read ? "MADV_POPULATE_READ" : "MADV_POPULATE_WRITE",
+			    strerror(chunks[i].err));
+}
+
+/* ---- binary stats ------------------------------------------------------- */
+
+/* File offsets, in a stats fd, of the values of the stats we read; -1 when the
+ * kernel does not have the stat. */
+struct stat_offsets {
+	int64_t exits, pf_taken;		/* vcpu */
+	int64_t pages_4k, pages_2m, pages_1g;	/* VM */
+};
+
+static void read_exact(int fd, void *buf, size_t len, off_t off)
+{
+	ssize_t got = pread(fd, buf, len, off);
+	if (got < 0)
+		die_errno("pread stats fd");
+	if ((size_t)got != len)
+		die("short read from stats fd");
+}
+
+/* Find the named stats and store their value offsets into out[] */
+static void stat_lookup(int fd, const char *const *names, int64_t *const *out, int count)
+{
+	struct kvm_stats_header h;
+	read_exact(fd, &h, sizeof(h), 0);
+	size_t desc_size = sizeof(struct kvm_stats_desc) + h.name_size;
+	uint8_t *descs = malloc(desc_size * h.num_desc);
+	if (!descs)
+		die("out of memory");
+	read_exact(fd, descs, desc_size * h.num_desc, h.desc_offset);
+	for (int i = 0; i < count; i++)
+		*out[i] = -1;
+	for (uint32_t d = 0; d < h.num_desc; d++) {
+		const struct kvm_stats_desc *desc = (const void *)(descs + d * desc_size);
+		for (int i = 0; i < count; i++)
+			if (!strncmp(desc->name, names[i], h.name_size))
+				*out[i] = (int64_t)h.data_offset + desc->offset;
+	}
+	free(descs);
+}
+
+/* Value of a stat, or -1 when it is absent */
+static int64_t stat_value(int fd, int64_t off)
+{
+	uint64_t v;
+	if (off < 0)
+		return -1;
+	read_exact(fd, &v, sizeof(v), off);
+	return (int64_t)v;
+}
+
+/* ---- guest -------------------------------------------------------------- */
+
+/* Write the guest program at code; returns its length. */
+static size_t emit_guest(uint8_t *code, uint64_t pages, bool read)
+{
+	uint8_t *p = code;
+#define EMIT(...) do { const uint8_t b_[] = { __VA_ARGS__ }; memcpy(p, b_, sizeof(b_)); p += sizeof(b_); } while (0)
+#define EMIT64(v) do { uint64_t v_ = (v); memcpy(p, &v_, 8); p += 8; } while (0)
+	uint8_t *start = p;
+	EMIT(0x48, 0xbb); EMIT64(REGION_GPA);	/* start: mov rbx, REGION_GPA */
+	EMIT(0x48, 0xb9); EMIT64(pages);	/*        mov rcx, pages */
+	uint8_t *loop = p;
+	if (read)
+		EMIT(0x48, 0x8b, 0x03);		/* loop:  mov rax, [rbx] */
+	else
+		EMIT(0x48, 0x89, 0x1b);		/* loop:  mov [rbx], rbx */
+	EMIT(0x48, 0x81, 0xc3, 0x00, 0x10, 0x00, 0x00); /* add rbx, 0x1000 */
+	EMIT(0x48, 0xff, 0xc9);			/*        dec rcx */
+	EMIT(0x75, (uint8_t)(loop - (p + 2)));	/*        jnz loop */
+	EMIT(0x66, 0xba, IO_PORT & 0xff, IO_PORT >> 8); /* mov dx, IO_PORT */
+	EMIT(0xef);				/*        out dx, eax */
+	EMIT(0xeb, (uint8_t)(start - (p + 2)));	/*        jmp start */
+#undef EMIT
+#undef EMIT64
+	return (size_t)(p - code);
+}
+
+/* Page tables, code and TSS in the 2 MiB system region */
+static void build_system(uint8_t *sys, uint64_t region_size, bool read)
+{
+	uint64_t *pml4 = (uint64_t *)(sys + PML4_GPA);
+	uint64_t *pdpt = (uint64_t *)(sys + PDPT_GPA);
+	pml4[0] = PDPT_GPA | 7;
+	for (uint64_t g = 0; g < 4; g++) {
+		uint64_t *pd = (uint64_t *)(sys + LOW_PD_GPA + g * PAGE_4K);
+		pdpt[g] = (LOW_PD_GPA + g * PAGE_4K) | 7;
+		for (uint64_t i = 0; i < 512; i++)
+			pd[i] = ((g << 30) + i * PAGE_2M) | 0x87;
+	}
+	for (uint64_t off = 0; off < region_size; off += PAGE_2M) {
+		uint64_t gib = off >> 30, pd_gpa = REGION_PD_GPA + gib * PAGE_4K;
+		uint64_t *pd = (uint64_t *)(sys + pd_gpa);
+		pdpt[4 + gib] = pd_gpa | 7;
+		pd[(off >> 21) & 511] = (REGION_GPA + off) | 0x87;
+	}
+	emit_guest(sys + CODE_GPA, region_size / PAGE_4K, read);
+	/* TSS: all zero except the I/O map base; every bitmap bit zero (port
+	 * allowed), then the 0xff terminator byte. Under kvm_pvm a CPL3 OUT is
+	 * emulated and checked against this bitmap regardless of IOPL. */
+	uint16_t iomap = TSS_IOMAP_OFFSET;
+	memcpy(sys + TSS_GPA + 0x66, &iomap, sizeof(iomap));
+	sys[TSS_GPA + TSS_IOMAP_OFFSET + TSS_IOMAP_BYTES] = 0xff;
+}
+
+static struct kvm_cpuid2 *supported_cpuid(int kvm)
+{
+	for (uint32_t n = 64;; n *= 2) {
+		struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + n * sizeof(c->entries[0]));
+		if (!c)
+			die("out of memory");
+		c->nent = n;
+		if (xioctl(kvm, KVM_GET_SUPPORTED_CPUID, c) == 0)
+			return c;
+		free(c);
+		if (errno != E2BIG || n > 4096)
+			die_errno("KVM_GET_SUPPORTED_CPUID");
+	}
+}
+
+static void set_vcpu_state(int vcpu, const struct kvm_cpuid2 *cpuid)
+{
+	if (xioctl(vcpu, KVM_SET_CPUID2, (void *)cpuid))
+		die_errno("KVM_SET_CPUID2");
+	struct kvm_sregs s;
+	if (xioctl(vcpu, KVM_GET_SREGS, &s))
+		die_errno("KVM_GET_SREGS");
+	s.cr0 = 0x80000011;	/* PG | ET | PE */
+	s.cr3 = PML4_GPA;
+	s.cr4 = 0x20;		/* PAE */
+	s.efer = 0x500;		/* LMA | LME */
+	s.cs = (struct kvm_segment){ .selector = 0x33, .type = 0xb, .dpl = 3, .l = 1,
+				     .g = 1, .present = 1, .s = 1, .limit = 0xffffffff };
+	struct kvm_segment data = { .selector = 0x2b, .type = 3, .dpl = 3, .db = 1,
+				    .g = 1, .present = 1, .s = 1, .limit = 0xffffffff };
+	s.ss = s.ds = s.es = s.fs = s.gs = data;
+	s.tr = (struct kvm_segment){ .selector = 0x18, .base = TSS_GPA, .limit = TSS_LIMIT,
+				     .type = 11, .present = 1, .s = 0 };
+	if (xioctl(vcpu, KVM_SET_SREGS, &s))
+		die_errno("KVM_SET_SREGS");
+	struct kvm_regs r = { .rip = CODE_GPA, .rsp = STACK_TOP, .rflags = 0x3002 };
+	if (xioctl(vcpu, KVM_SET_REGS, &r))
+		die_errno("KVM_SET_REGS");
+}
+
+static volatile sig_atomic_t timed_out;
+
+static void on_alarm(int sig)
+{
+	(void)sig;
+	timed_out = 1;
+}
+
+/* KVM_RUN until the guest's OUT to IO_PORT */
+static void run_pass(int vcpu, struct kvm_run *run, const char *pass)
+{
+	for (;;) {
+		if (ioctl(vcpu, KVM_RUN, 0) < 0) {
+			if (errno == EINTR && !timed_out)
+				continue;
+			if (timed_out)
+				die("%s pass: timed out", pass);
+			die("%s pass: KVM_RUN: %s", pass, strerror(errno));
+		}
+		switch (run->exit_reason) {
+		case KVM_EXIT_IO:
+			if (run->io.port == IO_PORT && run->io.direction == KVM_EXIT_IO_OUT)
+				return;
+			die("%s pass: unexpected I/O to port %#x", pass, run->io.port);
+		case KVM_EXIT_INTR:
+			continue;
+		case KVM_EXIT_MMIO:
+			die("%s pass: MMIO exit at gpa %#llx", pass, (unsigned long long)run->mmio.phys_addr);
+		case KVM_EXIT_INTERNAL_ERROR:
+			die("%s pass: internal error, suberror %u", pass, run->internal.suberror);
+		case KVM_EXIT_FAIL_ENTRY:
+			die("%s pass: entry failed, reason %#llx", pass,
+			    (unsigned long long)run->fail_entry.hardware_entry_failure_reason);
+		default:
+			die("%s pass: exit reason %u (8 = shutdown/triple fault)", pass, run->exit_reason);
+		}
+	}
+}
+
+/* ---- one repetition ----------------------------------------------------- */
+
+struct result {
+	uint64_t setup_ns, alloc_ns, slot_ns, fill_ns, first_ns, second_ns;
+	int64_t exits_first, exits_second, pf_taken;
+	int64_t pages_4k, pages_2m, pages_1g;
+	int error;		/* errno of an unsupported method, else 0 */
+};
+
+static void print_common(const struct options *o)
+{
+	printf("\"backing\":\"%s\",\"method\":\"%s\",\"threads\":%d,\"access\":\"%s\","
+	       "\"sizeBytes\":%" PRIu64 ",\"pages\":%" PRIu64,
+	       backing_names[o->backing], method_names[o->method], o->threads,
+	       o->read ? "read" : "write", o->size, o->size / PAGE_4K);
+}
+
+static void print_stat(const char *name, int64_t v)
+{
+	if (v < 0)
+		printf(",\"%s\":null", name);
+	else
+		printf(",\"%s\":%" PRId64, name, v);
+}
+
+static void print_error(const struct options *o, int err)
+{
+	printf("{\"error\":\"%s\",", errno_name(err));
+	print_common(o);
+	printf("}\n");
+	fflush(stdout);
+}
+
+static void print_result(const struct options *o, const struct result *r, int rep)
+{
+	uint64_t prep = r->alloc_ns + r->fill_ns;
+	printf("{");
+	print_common(o);
+	printf(",\"rep\":%d", rep);
+	printf(",\"prepNs\":%" PRIu64 ",\"firstPassNs\":%" PRIu64 ",\"secondPassNs\":%" PRIu64
+	       ",\"totalNsPerPage\":%.1f",
+	       prep, r->first_ns, r->second_ns,
+	       (double)(prep + r->first_ns) / (double)(o->size / PAGE_4K));
+	print_stat("exitsFirstPass", r->exits_first);
+	print_stat("exitsSecondPass", r->exits_second);
+	print_stat("pfTaken", r->pf_taken);
+	print_stat("pages_4k", r->pages_4k);
+	print_stat("pages_2m", r->pages_2m);
+	print_stat("pages_1g", r->pages_1g);
+	printf(",\"allocNs\":%" PRIu64 ",\"fillNs\":%" PRIu64 ",\"slotNs\":%" PRIu64
+	       ",\"setupNs\":%" PRIu64 "}\n",
+	       r->alloc_ns, r->fill_ns, r->slot_ns, r->setup_ns);
+	fflush(stdout);
+}
+
+static int pre_fault(int vcpu, uint64_t size)
+{
+	struct bench_pre_fault_memory r = { .gpa = REGION_GPA, .size = size };
+	while (r.size) {
+		uint64_t before = r.size;
+		if (ioctl(vcpu, BENCH_KVM_PRE_FAULT_MEMORY, &r) < 0) {
+			if (errno == EINTR || errno == EAGAIN)
+				continue;
+			return errno;
+		}
+		if (r.size == before)
+			die("KVM_PRE_FAULT_MEMORY made no progress at gpa %#llx", (unsigned long long)r.gpa);
+	}
+	return 0;
+}
+
+static struct result run_once(const struct options *o, int kvm, const struct kvm_cpuid2 *cpuid, int run_size)
+{
+	struct result r = { 0 };
+	uint64_t t0 = now_ns();
+
+	int vm = ioctl(kvm, KVM_CREATE_VM, 0);
+	if (vm < 0)
+		die_errno("KVM_CREATE_VM");
+	uint8_t *sys = mmap(NULL, SYS_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (sys == MAP_FAILED)
+		die_errno("mmap system region");
+	build_system(sys, o->size, o->read);
+	struct kvm_userspace_memory_region slot0 = {
+		.slot = 0, .guest_phys_addr = 0, .memory_size = SYS_SIZE, .userspace_addr = (uintptr_t)sys
+	};
+	if (xioctl(vm, KVM_SET_USER_MEMORY_REGION, &slot0))
+		die_errno("KVM_SET_USER_MEMORY_REGION slot 0");
+	uint64_t t_setup = now_ns() - t0;
+
+	/* allocation */
+	int gmem = -1;
+	uint64_t t1 = now_ns();
+	if (o->backing == BACKING_GMEM) {
+		struct bench_create_guest_memfd g = {
+			.size = o->size,
+			.flags = BENCH_GUEST_MEMFD_FLAG_MMAP | BENCH_GUEST_MEMFD_FLAG_INIT_SHARED,
+		};
+		gmem = ioctl(vm, BENCH_KVM_CREATE_GUEST_MEMFD, &g);
+		if (gmem < 0) {
+			if (errno == EINVAL || errno == ENOTTY || errno == EOPNOTSUPP) {
+				r.error = errno;
+				goto out_vm;
+			}
+			die_errno("KVM_CREATE_GUEST_MEMFD");
+		}
+	}
+	uint8_t *region = map_aligned(o->size, gmem);
+	if (gmem < 0 && madvise(region, o->size, o->backing == BACKING_THP ? MADV_HUGEPAGE : MADV_NOHUGEPAGE))
+		die_errno("madvise(HUGEPAGE/NOHUGEPAGE)");
+	r.alloc_ns = now_ns() - t1;
+
+	/* measured region memslot */
+	uint64_t t2 = now_ns();
+	if (gmem >= 0) {
+		struct bench_userspace_memory_region2 slot1 = {
+			.slot = 1, .flags = BENCH_KVM_MEM_GUEST_MEMFD, .guest_phys_addr = REGION_GPA,
+			.memory_size = o->size, .userspace_addr = (uintptr_t)region,
+			.guest_memfd_offset = 0, .guest_memfd = (uint32_t)gmem,
+		};
+		if (xioctl(vm, BENCH_KVM_SET_USER_MEMORY_REGION2, &slot1))
+			die_errno("KVM_SET_USER_MEMORY_REGION2 slot 1");
+	} else {
+		struct kvm_userspace_memory_region slot1 = {
+			.slot = 1, .guest_phys_addr = REGION_GPA, .memory_size = o->size,
+			.userspace_addr = (uintptr_t)region,
+		};
+		if (xioctl(vm, KVM_SET_USER_MEMORY_REGION, &slot1))
+			die_errno("KVM_SET_USER_MEMORY_REGION slot 1");
+	}
+	r.slot_ns = now_ns() - t2;
+
+	/* vcpu */
+	uint64_t t3 = now_ns();
+	int vcpu = ioctl(vm, KVM_CREATE_VCPU, 0);
+	if (vcpu < 0)
+		die_errno("KVM_CREATE_VCPU");
+	struct kvm_run *run = mmap(NULL, (size_t)run_size, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu, 0);
+	if (run == MAP_FAILED)
+		die_errno("mmap kvm_run");
+	set_vcpu_state(vcpu, cpuid);
+	int vcpu_stats = ioctl(vcpu, KVM_GET_STATS_FD, 0);
+	int vm_stats = ioctl(vm, KVM_GET_STATS_FD, 0);
+	if (vcpu_stats < 0 || vm_stats < 0)
+		die_errno("KVM_GET_STATS_FD");
+	struct stat_offsets so;
+	stat_lookup(vcpu_stats, (const char *const[]){ "exits", "pf_taken" },
+		    (int64_t *const[]){ &so.exits, &so.pf_taken }, 2);
+	stat_lookup(vm_stats, (const char *const[]){ "pages_4k", "pages_2m", "pages_1g" },
+		    (int64_t *const[]){ &so.pages_4k, &so.pages_2m, &so.pages_1g }, 3);
+	r.setup_ns = t_setup + (now_ns() - t3);
+
+	/* populate / pre-fault */
+	uint64_t t4 = now_ns();
+	if (o->method == METHOD_POPULATE) {
+		populate(region, o->size, o->threads, o->read);
+	} else if (o->method == METHOD_PREFAULT) {
+		int err = pre_fault(vcpu, o->size);
+		if (err) {
+			r.error = err;
+			goto out_vcpu;
+		}
+	}
+	r.fill_ns = now_ns() - t4;
+
+	/* first pass */
+	int64_t exits0 = stat_value(vcpu_stats, so.exits);
+	int64_t pf0 = stat_value(vcpu_stats, so.pf_taken);
+	uint64_t t5 = now_ns();
+	run_pass(vcpu, run, "first");
+	r.first_ns = now_ns() - t5;
+	int64_t exits1 = stat_value(vcpu_stats, so.exits);
+	int64_t pf1 = stat_value(vcpu_stats, so.pf_taken);
+	r.pages_4k = stat_value(vm_stats, so.pages_4k);
+	r.pages_2m = stat_value(vm_stats, so.pages_2m);
+	r.pages_1g = stat_value(vm_stats, so.pages_1g);
+
+	/* second pass */
+	uint64_t t6 = now_ns();
+	run_pass(vcpu, run, "second");
+	r.second_ns = now_ns() - t6;
+	int64_t exits2 = stat_value(vcpu_stats, so.exits);
+
+	r.exits_first = exits0 < 0 ? -1 : exits1 - exits0;
+	r.exits_second = exits0 < 0 ? -1 : exits2 - exits1;
+	r.pf_taken = pf0 < 0 ? -1 : pf1 - pf0;
+
+out_vcpu:
+	close(vcpu_stats);
+	close(vm_stats);
+	munmap(run, (size_t)run_size);
+	close(vcpu);
+	munmap(region, o->size);
+	if (gmem >= 0)
+		close(gmem);
+out_vm:
+	close(vm);
+	munmap(sys, SYS_SIZE);
+	return r;
+}
+
+/* Floor for zeroing: fault in and fill fresh anonymous memory from the host */
+static void memset_once(const struct options *o, int rep)
+{
+	uint64_t t0 = now_ns();
+	uint8_t *p = map_aligned(o->size, -1);
+	if (madvise(p, o->size, o->backing == BACKING_THP ? MADV_HUGEPAGE : MADV_NOHUGEPAGE))
+		die_errno("madvise");
+	memset(p, 0xff, o->size);
+	uint64_t prep = now_ns() - t0;
+	munmap(p, o->size);
+	if (rep < 0)
+		return;
+	printf("{\"method\":\"memset\",\"backing\":\"%s\",\"threads\":1,\"access\":\"write\","
+	       "\"sizeBytes\":%" PRIu64 ",\"pages\":%" PRIu64 ",\"rep\":%d,\"prepNs\":%" PRIu64
+	       ",\"totalNsPerPage\":%.1f}\n",
+	       backing_names[o->backing], o->size, o->size / PAGE_4K, rep, prep,
+	       (double)prep / (double)(o->size / PAGE_4K));
+	fflush(stdout);
+}
+
+int main(int argc, char **argv)
+{
+	struct options o = parse_args(argc, argv);
+
+	if (o.method == METHOD_MEMSET) {
+		for (int i = -o.warmup; i < o.reps; i++)
+			memset_once(&o, i);
+		return 0;
+	}
+
+	struct sigaction sa = { .sa_handler = on_alarm }; /* no SA_RESTART: KVM_RUN sees EINTR */
+	sigaction(SIGALRM, &sa, NULL);
+
+	int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (kvm < 0)
+		die_errno("open /dev/kvm");
+	int run_size = ioctl(kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
+	if (run_size < 0)
+		die_errno("KVM_GET_VCPU_MMAP_SIZE");
+	struct kvm_cpuid2 *cpuid = supported_cpuid(kvm);
+
+	for (int i = -o.warmup; i < o.reps; i++) {
+		alarm(o.timeout_s);
+		struct result r = run_once(&o, kvm, cpuid, run_size);
+		alarm(0);
+		if (r.error) {
+			print_error(&o, r.error);
+			break;
+		}
+		if (i >= 0)
+			print_result(&o, &r, i);
+	}
+	free(cpuid);
+	close(kvm);
+	return 0;
+}
