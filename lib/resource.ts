@@ -19,6 +19,7 @@ export abstract class Resource implements Disposable {
   #closed = false;
   #inflight = 0;
   #pendingRelease: (() => void) | undefined;
+  #idleWaiters: (() => void)[] = [];
   readonly #what: string;
   readonly #token = {};
 
@@ -56,12 +57,21 @@ export abstract class Resource implements Disposable {
       return await work();
     } finally {
       this.#inflight--;
-      if (this.#inflight === 0 && this.#pendingRelease) {
-        const release = this.#pendingRelease;
-        this.#pendingRelease = undefined;
-        release();
+      if (this.#inflight === 0) {
+        if (this.#pendingRelease) {
+          const release = this.#pendingRelease;
+          this.#pendingRelease = undefined;
+          release();
+        }
+        for (const wake of this.#idleWaiters.splice(0)) wake();
       }
     }
+  }
+
+  /** @internal Resolves when no asynchronous call is in flight. */
+  idle(): Promise<void> {
+    if (this.#inflight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
   }
 
   /** Number of asynchronous calls in flight. */

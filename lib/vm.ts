@@ -349,17 +349,28 @@ export class Vm extends Resource {
   /**
    * Closes the VM and everything created through it: vcpus (a running one is
    * kicked and released when its KVM_RUN returns), guest_memfds and memory
-   * from allocateMemory().
+   * from allocateMemory() (released once no vcpu is still running).
    */
   protected override onClose(): void {
     const errors: unknown[] = [];
-    for (const child of this.#children) {
-      try {
-        child.close();
-      } catch (e) {
-        errors.push(e);
+    const closeAll = (children: Resource[]): void => {
+      for (const child of children) {
+        try {
+          child.close();
+        } catch (e) {
+          errors.push(e);
+        }
       }
-    }
+    };
+    // Vcpus first: a running one is kicked out of KVM_RUN. Its memory must
+    // stay mapped until it is out, or the guest's next access fails KVM_RUN
+    // with EFAULT instead of the clean 'intr' exit.
+    const vcpus = [...this.#vcpus.values()];
+    const others = [...this.#children].filter((c) => !(c instanceof Vcpu));
+    closeAll(vcpus);
+    const busy = vcpus.filter((v) => v.running);
+    if (busy.length === 0) closeAll(others);
+    else void Promise.all(busy.map((v) => v.idle())).then(() => closeAll(others));
     this.#children.clear();
     this.#vcpus.clear();
     this.#slots.clear();

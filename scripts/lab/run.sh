@@ -137,7 +137,7 @@ append="console=ttyS0 quiet panic=-1 rdinit=/init ${LAB_APPEND:-}"
 qemu=(
   qemu-system-x86_64
   -nodefaults -no-user-config -display none -no-reboot
-  -machine pc -accel tcg,thread=multi
+  -machine pc -accel "tcg,thread=${LAB_TCG_THREAD:-single}"
   -cpu EPYC,+svm,+npt -smp "$LAB_SMP" -m "$LAB_MEM"
   -kernel "$LAB_KDIR/vmlinuz" -initrd "$LAB_KDIR/initramfs.img" -append "$append"
   # Console (kernel messages, /init's own messages) to the log.

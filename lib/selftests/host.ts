@@ -1,0 +1,94 @@
+/**
+ * What this host can do, probed once per process, and the skip reasons cases
+ * build from it. Skip checks run while vitest collects tests, so nothing here
+ * throws: a host without a usable /dev/kvm just makes every check say so.
+ */
+import { GUEST_MEMFD_FLAGS, type GuestMemfdFlag, type VmType } from '../constants.js';
+import { Kvm, type KvmCapabilities } from '../kvm.js';
+
+/** The probe's findings. */
+export interface HostProbe {
+  /** Why KVM cannot be used at all (no device, no permission), else undefined. */
+  unavailable: string | undefined;
+  /** Capabilities of /dev/kvm (undefined when unavailable). */
+  caps: KvmCapabilities | undefined;
+  /** KVM_CAP_GUEST_MEMFD_FLAGS asked on a default VM's fd, which is the answer that counts. */
+  defaultVmGuestMemfdFlags: bigint;
+}
+
+let cached: HostProbe | undefined;
+
+/** Probes /dev/kvm once (later calls return the same object). */
+export function probeHost(): HostProbe {
+  if (cached) return cached;
+  try {
+    using kvm = Kvm.open();
+    const caps = kvm.capabilities();
+    let flags = 0n;
+    if (caps.guestMemfd) {
+      using vm = kvm.createVm();
+      flags = BigInt(vm.checkExtension('GUEST_MEMFD_FLAGS'));
+    }
+    cached = { unavailable: undefined, caps, defaultVmGuestMemfdFlags: flags };
+  } catch (e) {
+    cached = { unavailable: `/dev/kvm is not usable: ${e instanceof Error ? e.message : String(e)}`, caps: undefined, defaultVmGuestMemfdFlags: 0n };
+  }
+  return cached;
+}
+
+/** A skip check: a reason, or undefined to run. */
+export type SkipCheck = () => string | undefined;
+
+/** The first reason any of the checks gives. */
+export function firstReason(...checks: SkipCheck[]): string | undefined {
+  for (const c of checks) {
+    const reason = c();
+    if (reason !== undefined) return reason;
+  }
+  return undefined;
+}
+
+/** The capabilities, for a check that already ran `needs.kvm`. */
+function caps(): KvmCapabilities {
+  return probeHost().caps!;
+}
+
+/** Skip checks for what cases need, each naming the capability that is missing. */
+export const needs = {
+  /** A usable /dev/kvm. */
+  kvm: (): string | undefined => probeHost().unavailable,
+
+  /** KVM_CAP_GUEST_MEMFD and KVM_SET_USER_MEMORY_REGION2. */
+  guestMemfd: (): string | undefined =>
+    firstReason(needs.kvm, () =>
+      !caps().guestMemfd ? 'guest_memfd is not supported here (KVM_CAP_GUEST_MEMFD is 0)' : !caps().userMemory2 ? 'KVM_SET_USER_MEMORY_REGION2 is not supported here (KVM_CAP_USER_MEMORY2 is 0)' : undefined,
+    ),
+
+  /** guest_memfd creation flags a default VM must accept. */
+  guestMemfdFlags:
+    (flags: readonly GuestMemfdFlag[]): SkipCheck =>
+    () =>
+      firstReason(needs.guestMemfd, () => {
+        const have = probeHost().defaultVmGuestMemfdFlags;
+        const missing = flags.filter((f) => (have & GUEST_MEMFD_FLAGS[f]) === 0n);
+        return missing.length ? `guest_memfd flag(s) ${missing.join(', ')} not supported here (KVM_CAP_GUEST_MEMFD_FLAGS is 0x${have.toString(16)})` : undefined;
+      }),
+
+  /** A VM type listed in KVM_CAP_VM_TYPES. */
+  vmType:
+    (type: VmType): SkipCheck =>
+    () =>
+      firstReason(needs.kvm, () =>
+        caps().vmTypes.includes(type) ? undefined : `VM type '${type}' is not supported here (KVM_CAP_VM_TYPES offers: ${caps().vmTypes.join(', ')})`,
+      ),
+
+  /** Private memory: KVM_CAP_MEMORY_ATTRIBUTES with KVM_MEMORY_ATTRIBUTE_PRIVATE. */
+  privateMemory: (): string | undefined =>
+    firstReason(needs.kvm, () =>
+      caps().memoryAttributes.includes('private') ? undefined : 'private memory needs KVM_CAP_MEMORY_ATTRIBUTES with PRIVATE, which this host does not offer',
+    ),
+
+  /** KVM_CAP_READONLY_MEM. */
+  readonlyMemory: (): string | undefined =>
+    firstReason(needs.kvm, () => (caps().readonlyMem ? undefined : 'read-only memslots are not supported here (KVM_CAP_READONLY_MEM is 0)')),
+} as const;
