@@ -76,6 +76,7 @@ export class Vm extends Resource {
   #gmemFlags: bigint | undefined;
   #softMmu: SoftMmu | undefined;
   #memslotGeneration = 0;
+  #attributeBits: bigint | undefined;
   /** @internal The pre-fault engine remembered for this VM (see prefault/engine-choice.ts). */
   preFaultEngine: { engine: 'kernel' | 'software'; reason: string } | undefined;
 
@@ -275,7 +276,9 @@ export class Vm extends Resource {
     requirePageAligned(gpa, 'guestPhysAddr', op, args);
     requirePageAligned(size, 'size', op, args);
     if (size === 0n || gpa + size > U64_LIMIT) throw invalidArgument(op, 'size must be non-zero and gpa + size must not overflow', args);
-    if (!this.#caps.memoryAttributes.includes('private')) {
+    // Asked on the VM fd: private memory depends on the VM type (sw-protected, snp, tdx).
+    this.#attributeBits ??= BigInt(this.checkExtension('MEMORY_ATTRIBUTES'));
+    if ((this.#attributeBits & MEMORY_ATTRIBUTE_PRIVATE) === 0n) {
       throw invalidArgument(op, 'private memory attributes are not supported by this host/VM type (KVM_CAP_MEMORY_ATTRIBUTES lacks PRIVATE)', args, 'EOPNOTSUPP');
     }
     callNative(op, args, () => native.setMemoryAttributes(this.#fd, gpa, size, options.private ? MEMORY_ATTRIBUTE_PRIVATE : 0n, 0n));
