@@ -67,7 +67,7 @@ export class SlotTable {
     this.delete(record.slot);
     this.#byId.set(record.slot, record);
     const list = this.#list(record.slot >> 16);
-    list.splice(lowerBound(list, record.guestPhysAddr), 0, record);
+    list.splice(bound(list, record.guestPhysAddr, false), 0, record);
   }
 
   delete(slot: number): void {
@@ -75,7 +75,7 @@ export class SlotTable {
     if (!old) return;
     this.#byId.delete(slot);
     const list = this.#list(slot >> 16);
-    list.splice(list.indexOf(old, lowerBound(list, old.guestPhysAddr)), 1);
+    list.splice(list.indexOf(old, bound(list, old.guestPhysAddr, false)), 1);
   }
 
   clear(): void {
@@ -86,7 +86,7 @@ export class SlotTable {
   /** The slot containing gpa in an address space. */
   find(gpa: bigint, addressSpace = 0): SlotRecord | undefined {
     const list = this.#list(addressSpace);
-    const i = upperBound(list, gpa) - 1;
+    const i = bound(list, gpa, true) - 1;
     const s = list[i];
     return s && gpa < s.guestPhysAddr + s.size ? s : undefined;
   }
@@ -96,7 +96,7 @@ export class SlotTable {
     const list = this.#list(addressSpace);
     // Slots are disjoint, so only the predecessor of gpa and the slots that
     // start inside the range can overlap it.
-    for (let i = Math.max(0, upperBound(list, gpa) - 1); i < list.length; i++) {
+    for (let i = Math.max(0, bound(list, gpa, true) - 1); i < list.length; i++) {
       const s = list[i]!;
       if (s.guestPhysAddr >= gpa + size) break;
       if (s.slot !== except && rangesOverlap(s.guestPhysAddr, s.size, gpa, size)) return s;
@@ -111,23 +111,17 @@ export class SlotTable {
   }
 }
 
-function lowerBound(list: readonly SlotRecord[], gpa: bigint): number {
+/**
+ * Index of the first slot starting at or after gpa (`inclusive` false), or
+ * after gpa (`inclusive` true): a binary search over the sorted list.
+ */
+function bound(list: readonly SlotRecord[], gpa: bigint, inclusive: boolean): number {
   let lo = 0;
   let hi = list.length;
   while (lo < hi) {
     const mid = (lo + hi) >> 1;
-    if (list[mid]!.guestPhysAddr < gpa) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
-}
-
-function upperBound(list: readonly SlotRecord[], gpa: bigint): number {
-  let lo = 0;
-  let hi = list.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (list[mid]!.guestPhysAddr <= gpa) lo = mid + 1;
+    const start = list[mid]!.guestPhysAddr;
+    if (start < gpa || (inclusive && start === gpa)) lo = mid + 1;
     else hi = mid;
   }
   return lo;

@@ -15,19 +15,31 @@ export const REG_NAMES = [
   'r8', 'r9', 'r10', 'r11', 'r12', 'r13', 'r14', 'r15', 'rip', 'rflags',
 ] as const satisfies readonly (keyof Regs)[];
 
-/** A segment register (kvm_segment). */
+/** A segment register (struct kvm_segment). */
 export interface Segment {
+  /** Segment base (ignored for CS/DS/ES/SS in 64-bit mode, used for FS/GS). */
   base: bigint;
+  /** Limit in bytes, already expanded by the granularity bit (0xffffffff for 4 GiB). */
   limit: number;
+  /** Selector value; the low two bits are the RPL. */
   selector: number;
+  /** Descriptor type nibble (e.g. 0xb = code execute/read accessed, 3 = data read/write accessed, 11 = busy TSS). */
   type: number;
+  /** Present bit. */
   present: number;
+  /** Descriptor privilege level. */
   dpl: number;
+  /** Default operand size (D/B); must be 0 for a 64-bit code segment. */
   db: number;
+  /** 1 for code/data descriptors, 0 for system descriptors (TSS, LDT). */
   s: number;
+  /** Long-mode code segment bit. */
   l: number;
+  /** Granularity bit (limit counted in 4 KiB units in the descriptor). */
   g: number;
+  /** Available-for-software bit. */
   avl: number;
+  /** KVM's "unusable" flag (null selector loaded). */
   unusable: number;
 }
 

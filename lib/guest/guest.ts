@@ -14,6 +14,7 @@ import type { HostMemory } from '../memory.js';
 import type { Vcpu } from '../vcpu.js';
 import type { Vm } from '../vm.js';
 import type { IoExit, VcpuExit } from '../exit.js';
+import type { Segment } from '../regs.js';
 import type { Asm } from './asm.js';
 import { DEFAULT_GUEST_LAYOUT, initialRegs, longModeCpl3Sregs } from './layout.js';
 import { buildIdentityPageTables, type IdentityRange } from './page-tables.js';
@@ -89,7 +90,7 @@ const IOMAP_BYTES = 0x2000;
  * exit to userspace; the rest triple-fault. Real KVM ignores the bitmap when
  * IOPL is 3. The bitmap ends with the 0xff byte the architecture requires.
  */
-function ioPermissiveTss(memory: Uint8Array): { base: bigint; limit: number; selector: number; type: number; present: number; dpl: number; db: number; s: number; l: number; g: number; avl: number; unusable: number } {
+function ioPermissiveTss(memory: Uint8Array): Segment {
   const base = Number(TSS_GPA);
   memory.fill(0, base, base + TSS_IOMAP_OFFSET + IOMAP_BYTES);
   new DataView(memory.buffer, memory.byteOffset).setUint16(base + 0x66, TSS_IOMAP_OFFSET, true);

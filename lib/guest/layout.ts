@@ -11,33 +11,10 @@
  * @module
  */
 
-/** One segment register as KVM's struct kvm_segment describes it. */
-export interface Segment {
-  /** Segment base (ignored for CS/DS/ES/SS in 64-bit mode, used for FS/GS). */
-  base: bigint;
-  /** Limit in bytes, already expanded by the granularity bit (0xffffffff for 4 GiB). */
-  limit: number;
-  /** Selector value; the low two bits are the RPL. */
-  selector: number;
-  /** Descriptor type nibble (e.g. 0xb = code execute/read accessed, 3 = data read/write accessed). */
-  type: number;
-  /** Present bit. */
-  present: number;
-  /** Descriptor privilege level. */
-  dpl: number;
-  /** Default operand size (D/B); must be 0 for a 64-bit code segment. */
-  db: number;
-  /** 1 for code/data descriptors, 0 for system descriptors (TSS, LDT). */
-  s: number;
-  /** Long-mode code segment bit. */
-  l: number;
-  /** Granularity bit (limit counted in 4 KiB units in the descriptor). */
-  g: number;
-  /** Available-for-software bit. */
-  avl: number;
-  /** KVM's "unusable" flag (null selector loaded). */
-  unusable: number;
-}
+import type { Segment } from '../regs.js';
+
+/** One segment register (struct kvm_segment), as lib/regs.ts defines it. */
+export type { Segment };
 
 /** The subset of struct kvm_sregs this set-up defines; other fields keep their current values. */
 export interface LongModeSregs {
