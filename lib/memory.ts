@@ -3,6 +3,7 @@
  * (aligned, optionally THP) or a guest_memfd's mmap. Exposes the pages as a
  * zero-copy Uint8Array that is detached when the memory is closed.
  */
+import { constants as bufferConstants } from 'node:buffer';
 import { ADVICE, Mm, type Advice } from './constants.js';
 import { callNative, errnoError, invalidArgument, KvmError } from './errors.js';
 import { SIZE_2M, toU64, requirePageAligned, PAGE_SIZE, type U64Like } from './int.js';
@@ -38,6 +39,9 @@ export interface PopulateOptions {
 }
 
 const POPULATE_RETRIES = 64;
+
+/** The largest ArrayBuffer this Node.js allows (4 GiB on Node 20, 2^53-1 on Node 22+). */
+const MAX_VIEW_BYTES = BigInt(bufferConstants.MAX_LENGTH);
 
 /** A host mapping owned by node-kvm. */
 export class HostMemory extends Resource {
@@ -92,15 +96,23 @@ export class HostMemory extends Resource {
         syscall: 'mmap',
       });
     }
-    if (this.size > BigInt(Number.MAX_SAFE_INTEGER)) throw invalidArgument('bytes', 'mapping too large for one view; use view()');
-    this.#bytes ??= new Uint8Array(this.#mapping.buffer());
+    if (this.size > MAX_VIEW_BYTES) {
+      throw invalidArgument('bytes', `mapping larger than the largest ArrayBuffer this Node.js allows (${MAX_VIEW_BYTES} bytes); use view()`, { size: this.size }, 'ERANGE');
+    }
+    this.#bytes ??= new Uint8Array(this.#mapping.buffer(undefined, undefined, MAX_VIEW_BYTES));
     return this.#bytes;
   }
 
-  /** A zero-copy view of [offset, offset+length). */
+  /**
+   * A zero-copy view of [offset, offset+length), detached on close. Works on
+   * mappings larger than `bytes` allows, as long as the view itself fits.
+   */
   view(offset: U64Like, length: U64Like): Uint8Array {
     const [off, len] = this.#range('view', offset, length);
-    return this.bytes.subarray(Number(off), Number(off + len));
+    if (!this.hostAccessible) return this.bytes; // throws the SIGBUS explanation
+    if (this.size <= MAX_VIEW_BYTES) return this.bytes.subarray(Number(off), Number(off + len));
+    if (len > MAX_VIEW_BYTES) throw invalidArgument('view', `view larger than ${MAX_VIEW_BYTES} bytes`, { offset: off, length: len }, 'ERANGE');
+    return new Uint8Array(this.#mapping.buffer(off, len, MAX_VIEW_BYTES));
   }
 
   /** madvise() over [offset, offset+length) (default: all). */

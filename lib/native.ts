@@ -27,7 +27,8 @@ export interface NativeMapping {
   readonly address: bigint;
   readonly length: bigint;
   readonly mapped: boolean;
-  buffer(): ArrayBuffer;
+  /** The whole mapping, or [offset, offset+length); refuses views over maxLength (default 4 GiB). */
+  buffer(offset?: bigint, length?: bigint, maxLength?: bigint): ArrayBuffer;
   unmap(): void;
   madvise(offset: bigint, length: bigint, advice: number): void;
   madviseAsync(offset: bigint, length: bigint, advice: number): Promise<NativeResult>;

@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "common.h"
 
@@ -106,13 +107,34 @@ class Mapping : public Napi::ObjectWrap<Mapping> {
   }
   Napi::Value Mapped(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !state_->unmapped); }
 
+  // buffer([offset, length, maxLength]): an ArrayBuffer over the whole
+  // mapping (cached) or a sub-range. V8 refuses ArrayBuffers above its limit
+  // (4 GiB on Node 20), and a refused external buffer gets its finalizer data
+  // freed twice (by Node and by node-addon-api), so the length is checked
+  // against maxLength first (default 4 GiB, safe on every supported Node).
   Napi::Value Buffer(const Napi::CallbackInfo& info) {
     CheckMapped(info.Env());
-    if (!buffer_.IsEmpty() && !buffer_.Value().IsEmpty()) return buffer_.Value();
+    bool whole = info.Length() == 0 || info[0].IsUndefined();
+    uint64_t off = whole ? 0 : ArgUint64(info, 0, "offset");
+    uint64_t len = whole ? state_->length : ArgUint64(info, 1, "length");
+    uint64_t max = info.Length() > 2 && !info[2].IsUndefined() ? ArgUint64(info, 2, "maxLength") : (uint64_t{1} << 32);
+    if (off > state_->length || len > state_->length - off) throw Napi::RangeError::New(info.Env(), "range outside the mapping");
+    if (len > max) throw Napi::RangeError::New(info.Env(), "view larger than the largest ArrayBuffer this Node.js allows");
+    if (whole && !buffer_.IsEmpty() && !buffer_.Value().IsEmpty()) return buffer_.Value();
     auto* hold = new std::shared_ptr<State>(state_);
     Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(
-        info.Env(), state_->addr, state_->length, [](Napi::Env, void*, std::shared_ptr<State>* h) { delete h; }, hold);
-    buffer_ = Napi::Weak(ab);
+        info.Env(), state_->addr + off, static_cast<size_t>(len), [](Napi::Env, void*, std::shared_ptr<State>* h) { delete h; }, hold);
+    if (whole) {
+      buffer_ = Napi::Weak(ab);
+    } else {
+      // Drop references to views already collected so the list stays short.
+      std::vector<Napi::Reference<Napi::ArrayBuffer>> alive;
+      for (auto& r : views_) {
+        if (!r.IsEmpty() && !r.Value().IsEmpty()) alive.push_back(std::move(r));
+      }
+      views_ = std::move(alive);
+      views_.push_back(Napi::Weak(ab));
+    }
     return ab;
   }
 
@@ -121,6 +143,10 @@ class Mapping : public Napi::ObjectWrap<Mapping> {
     if (state_->busy.load() > 0) ThrowErrno(info.Env(), EBUSY, "munmap", "munmap (an operation on this memory is in flight)");
     if (!buffer_.IsEmpty() && !buffer_.Value().IsEmpty()) buffer_.Value().Detach();
     buffer_.Reset();
+    for (auto& r : views_) {
+      if (!r.IsEmpty() && !r.Value().IsEmpty()) r.Value().Detach();
+    }
+    views_.clear();
     if (::munmap(state_->addr, state_->length) < 0) ThrowErrno(info.Env(), errno, "munmap", "munmap");
     state_->unmapped = true;
     return info.Env().Undefined();
@@ -154,6 +180,7 @@ class Mapping : public Napi::ObjectWrap<Mapping> {
 
   std::shared_ptr<State> state_;
   Napi::Reference<Napi::ArrayBuffer> buffer_;
+  std::vector<Napi::Reference<Napi::ArrayBuffer>> views_;
 };
 
 }  // namespace

@@ -1,5 +1,7 @@
 import { expect, it } from 'vitest';
+import { constants as bufferConstants } from 'node:buffer';
 import { HostMemory } from '../../lib/index.js';
+import { native } from '../../lib/native.js';
 import { describeKvm, expectKvmError, kvmErrorOfAsync } from '../support/kvm.js';
 
 const MiB = 1 << 20;
@@ -73,5 +75,27 @@ describeKvm('HostMemory', () => {
     mem.close();
     await p;
     expect(mem.closed).toBe(true);
+  });
+});
+
+describeKvm('HostMemory larger than one ArrayBuffer', () => {
+  it('refuses a whole view beyond the Node limit with ERANGE and serves sub-range views', () => {
+    const limit = BigInt(bufferConstants.MAX_LENGTH);
+    const size = limit > 1n << 33n ? 1n << 33n : limit + (2n << 20n);
+    using mem = HostMemory.allocate(size, { noReserve: true });
+    if (size > limit) expectKvmError(() => mem.bytes, 'ERANGE');
+    const tail = mem.view(size - 4096n, 4096n);
+    tail[4095] = 9;
+    expect(mem.view(size - 1n, 1n)[0]).toBe(9);
+    mem.close();
+    expect(tail.length).toBe(0);
+  });
+
+  it('raw addon: an oversized view is a RangeError, not a crash', () => {
+    const m = new native.Mapping(-1, 8n << 30n, 3, 0x22 | 0x4000, 0n, 4096n);
+    expect(() => m.buffer(undefined, undefined, 1n << 32n)).toThrow(RangeError);
+    expect(() => m.buffer(0n, (1n << 32n) + 4096n)).toThrow(RangeError);
+    expect(m.buffer(0n, 4096n).byteLength).toBe(4096);
+    m.unmap();
   });
 });
