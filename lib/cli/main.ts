@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { registerCaps } from './caps.js';
 import { registerSelftest } from './selftest.js';
+import { registerBench } from './bench.js';
 
 /** Where a command writes, and the exit code it chose. */
 export interface CliIo {
@@ -59,6 +60,7 @@ export function createProgram(io: CliIo): Command {
   //   registerBench(program);
   // (an action reports its exit code by setting process.exitCode or, to run
   // in-process like the others, by taking `io` and setting io.exitCode).
+  registerBench(program, io);
   // -------------------------------------------------------------------------
 
   return program;

@@ -8,8 +8,8 @@
  *
  *   reference --size BYTES --backing anon|thp|gmem
  *             --method demand|populate|prefault-kernel
- *             [--threads N] [--access write|read] [--reps R] [--warmup W]
- *             [--timeout S]
+ *             [--threads N] [--access write|read] [--populate-access write|read]
+ *             [--reps R] [--warmup W] [--timeout S]
  *   reference --memset --size BYTES [--backing anon|thp] [--reps R] [--warmup W]
  *
  * Prints one JSON object per repetition on stdout (JSON lines); W warm-up
@@ -17,7 +17,8 @@
  * Times are CLOCK_MONOTONIC nanoseconds:
  *
  *   allocNs       mmap (anon/thp) or KVM_CREATE_GUEST_MEMFD + mmap (gmem)
- *   fillNs        MADV_POPULATE_* (populate) or KVM_PRE_FAULT_MEMORY loop
+ *   fillNs        MADV_POPULATE_* (populate: _WRITE or _READ as --access says,
+ *                 or as --populate-access says when given) or KVM_PRE_FAULT_MEMORY loop
  *                 (prefault-kernel); 0 for demand
  *   prepNs        allocNs + fillNs: everything before the first guest pass
  *                 that depends on the method (VM, memslot and vcpu creation
@@ -152,6 +153,7 @@ struct options {
 	enum method method;
 	int threads;
 	bool read;
+	bool populate_read;	/* MADV_POPULATE_READ rather than _WRITE */
 	int reps;
 	int warmup;
 	unsigned timeout_s;
@@ -236,8 +238,8 @@ static void usage(void)
 {
 	fputs("usage: reference --size BYTES --backing anon|thp|gmem\n"
 	      "                 --method demand|populate|prefault-kernel\n"
-	      "                 [--threads N] [--access write|read] [--reps R] [--warmup W]\n"
-	      "                 [--timeout S]\n"
+	      "                 [--threads N] [--access write|read] [--populate-access write|read]\n"
+	      "                 [--reps R] [--warmup W] [--timeout S]\n"
 	      "       reference --memset --size BYTES [--backing anon|thp] [--reps R] [--warmup W]\n",
 	      stderr);
 	exit(2);
@@ -248,6 +250,7 @@ static struct options parse_args(int argc, char **argv)
 	struct options o = { .backing = BACKING_ANON, .method = METHOD_DEMAND,
 			     .threads = 1, .reps = 1, .timeout_s = 300 };
 	bool have_method = false;
+	int populate_access = -1;	/* -1: follow --access */
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		if (!strcmp(a, "--memset")) {
@@ -271,6 +274,8 @@ static struct options parse_args(int argc, char **argv)
 			o.threads = atoi(v);
 		else if (!strcmp(a, "--access"))
 			o.read = lookup(v, (const char *const[]){ "write", "read" }, 2, "access");
+		else if (!strcmp(a, "--populate-access"))
+			populate_access = lookup(v, (const char *const[]){ "write", "read" }, 2, "populate access");
 		else if (!strcmp(a, "--reps"))
 			o.reps = atoi(v);
 		else if (!strcmp(a, "--warmup"))
@@ -282,6 +287,7 @@ static struct options parse_args(int argc, char **argv)
 	}
 	if (!have_method || !o.size)
 		usage();
+	o.populate_read = populate_access < 0 ? o.read : populate_access == 1;
 	if (o.size % PAGE_2M)
 		die("--size must be a multiple of 2 MiB (the region is mapped with 2 MiB pages)");
 	if (o.size > MAX_REGION_GIB << 30)
@@ -561,6 +567,8 @@ static void print_common(const struct options *o)
 	       "\"sizeBytes\":%" PRIu64 ",\"pages\":%" PRIu64,
 	       backing_names[o->backing], method_names[o->method], o->threads,
 	       o->read ? "read" : "write", o->size, o->size / PAGE_4K);
+	if (o->method == METHOD_POPULATE)
+		printf(",\"populateAccess\":\"%s\"", o->populate_read ? "read" : "write");
 }
 
 static void print_stat(const char *name, int64_t v)
@@ -701,7 +709,7 @@ static struct result run_once(const struct options *o, int kvm, const struct kvm
 	/* populate / pre-fault */
 	uint64_t t4 = now_ns();
 	if (o->method == METHOD_POPULATE) {
-		populate(region, o->size, o->threads, o->read);
+		populate(region, o->size, o->threads, o->populate_read);
 	} else if (o->method == METHOD_PREFAULT) {
 		int err = pre_fault(vcpu, o->size);
 		if (err) {

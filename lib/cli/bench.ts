@@ -1,0 +1,103 @@
+/**
+ * `node-kvm bench`: pre-faulting against demand faulting, measured through
+ * node-kvm and through the C reference. Prints a table, and optionally writes
+ * the JSON report and an SVG chart. See docs/bench.md.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { Command } from 'commander';
+import cliProgress from 'cli-progress';
+import { renderChartSvg } from '../bench/chart.js';
+import { BenchUsageError, DEFAULTS, resolveOptions, type RawBenchOptions } from '../bench/options.js';
+import { formatReport } from '../bench/report.js';
+import { runBench, type BenchHooks } from '../bench/run.js';
+import type { CliIo } from './main.js';
+
+function writeFile(path: string, text: string): void {
+  mkdirSync(dirname(path), { recursive: true });
+  writeFileSync(path, text);
+}
+
+/** A progress bar on stderr when it is a terminal; no output otherwise. */
+function progressHooks(enabled: boolean): { hooks: BenchHooks; stop(): void } {
+  if (!enabled) return { hooks: {}, stop: () => {} };
+  const bar = new cliProgress.SingleBar(
+    {
+      format: 'bench [{bar}] {value}/{total} repetitions | {eta_formatted} left | {variant}',
+      stream: process.stderr,
+      hideCursor: true,
+      clearOnComplete: true,
+      etaBuffer: 20,
+      // Few redraws: one can land inside an awaited (timed) preparation.
+      fps: 4,
+    },
+    cliProgress.Presets.shades_classic,
+  );
+  let started = false;
+  return {
+    hooks: {
+      onPlan: (total) => {
+        bar.start(total, 0, { variant: '' });
+        started = true;
+      },
+      onStep: (done, label) => bar.update(done, { variant: label }),
+    },
+    stop: () => {
+      if (started) bar.stop();
+    },
+  };
+}
+
+/** Runs the bench command; returns the exit code (0 ok, 1 failure, 2 usage). */
+export async function benchCommand(raw: RawBenchOptions, io: CliIo, progress = process.stderr.isTTY === true): Promise<number> {
+  let options;
+  try {
+    options = resolveOptions(raw);
+  } catch (e) {
+    if (e instanceof BenchUsageError) {
+      io.stderr(`node-kvm bench: ${e.message}\n`);
+      return 2;
+    }
+    throw e;
+  }
+  const bar = progressHooks(progress);
+  let report;
+  try {
+    report = await runBench(options, bar.hooks);
+  } catch (e) {
+    bar.stop();
+    io.stderr(`node-kvm bench: ${e instanceof Error ? e.message : String(e)}\n`);
+    return 1;
+  }
+  bar.stop();
+  io.stdout(formatReport(report));
+  if (options.json) {
+    writeFile(options.json, `${JSON.stringify(report, null, 2)}\n`);
+    io.stdout(`JSON: ${options.json}\n`);
+  }
+  if (options.chart) {
+    writeFile(options.chart, await renderChartSvg(report));
+    io.stdout(`Chart: ${options.chart}\n`);
+  }
+  return 0;
+}
+
+/** Adds `bench` to the program. */
+export function registerBench(program: Command, io: CliIo): void {
+  program
+    .command('bench')
+    .description('benchmark guest first touch: pre-faulting vs demand faulting, with a C reference')
+    .option('--sizes <list>', 'region sizes, multiples of 2M (e.g. 64M,256M,1G)', DEFAULTS.sizes)
+    .option('--backing <list>', 'anon (4 KiB, nohugepage), thp, gmem (guest_memfd mmap)', DEFAULTS.backing)
+    .option('--method <list>', 'demand, kernel (KVM_PRE_FAULT_MEMORY), software, auto, populate', DEFAULTS.method)
+    .option('--threads <list>', 'populate threads for populate and software', DEFAULTS.threads)
+    .option('--access <list>', 'what the guest does per page: write, read', DEFAULTS.access)
+    .option('--reps <n>', 'measured repetitions per variant', DEFAULTS.reps)
+    .option('--warmup <n>', 'unrecorded repetitions before them', DEFAULTS.warmup)
+    .option('--json <file>', 'write every figure and the machine facts as JSON')
+    .option('--chart <file.svg>', 'write a bar chart (vega-lite) as SVG')
+    .option('--no-reference', 'do not build and run the C reference')
+    .action(async (options: RawBenchOptions) => {
+      io.exitCode = await benchCommand(options, io);
+    });
+}
