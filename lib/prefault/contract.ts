@@ -40,8 +40,8 @@ export interface PreFaultOptions {
   threads?: number;
   /**
    * Largest range handed to one step (default 32 MiB for the kernel engine,
-   * 64 MiB for the software engine): smaller means more responsive progress
-   * and abort, larger means fewer calls.
+   * 64 MiB per thread for the software engine): smaller means more
+   * responsive progress and abort, larger means fewer calls.
    */
   maxStepBytes?: U64Like;
 }

@@ -50,7 +50,11 @@ function prepare(vcpu: Vcpu, range: PreFaultRange, options: PreFaultOptions): Pr
       gpa,
       size,
       decision: decideEngine(vm, choice),
-      maxStep: (engine: PreFaultEngineName) => maxStepOverride ?? (engine === 'kernel' ? 32n * MiB : 64n * MiB),
+      // Software steps grow with the threads: each step ends with a barrier
+      // (every thread's chunk must finish before it is recorded), so fewer,
+      // larger steps keep all threads busy; 64 MiB per thread still reports
+      // progress every few tens of milliseconds.
+      maxStep: (engine: PreFaultEngineName) => maxStepOverride ?? (engine === 'kernel' ? 32n * MiB : 64n * MiB * BigInt(threads)),
       aborted: () => (signal?.aborted ? (signal.reason ?? new Error('aborted')) : undefined),
       onProgress: options.onProgress,
       kernelLevels: () => pageCounters(vm),
