@@ -39,6 +39,15 @@ export interface PreFaultOptions {
    */
   threads?: number;
   /**
+   * Kernel engine: populate the host pages of writable slots for write
+   * (MADV_POPULATE_WRITE) before each KVM_PRE_FAULT_MEMORY step. Default true.
+   * The ioctl faults as a read: on never-touched anonymous memory it maps the
+   * shared zero page read-only, and the guest's first write then faults again
+   * (measured on a 6.18 TDP kernel: 16,426 exits for 8,192 written pages after
+   * a plain pre-fault, 8,227 on demand, 2 with this populate first).
+   */
+  populateHost?: boolean;
+  /**
    * Largest range handed to one step (default 32 MiB for the kernel engine,
    * 64 MiB per thread for the software engine): smaller means more
    * responsive progress and abort, larger means fewer calls.

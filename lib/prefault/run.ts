@@ -10,7 +10,7 @@ import type { Vm } from '../vm.js';
 import { PreFaultError, type PreFaultEngineChoice, type PreFaultEngineName, type PreFaultOptions, type PreFaultRange, type PreFaultResult } from './contract.js';
 import { decideEngine } from './engine-choice.js';
 import { preFaultLoop, type LoopParams } from './loop.js';
-import { defaultThreads, kernelStepAsync, kernelStepSync, softwareStepAsync, softwareStepSync, type StepOutcome } from './step.js';
+import { defaultThreads, kernelStepAsync, kernelStepSync, populateHostForKernelStep, populateHostForKernelStepSync, softwareStepAsync, softwareStepSync, type StepOutcome } from './step.js';
 
 const OP = 'KVM_PRE_FAULT_MEMORY';
 const MiB = 1n << 20n;
@@ -18,6 +18,7 @@ const MiB = 1n << 20n;
 interface Prepared {
   params: LoopParams;
   threads: number;
+  populateHost: boolean;
 }
 
 function prepare(vcpu: Vcpu, range: PreFaultRange, options: PreFaultOptions): Prepared {
@@ -43,8 +44,10 @@ function prepare(vcpu: Vcpu, range: PreFaultRange, options: PreFaultOptions): Pr
   const vm: Vm = vcpu.vm;
   vcpu.fd; // throws ECLOSED on a closed vcpu before any work
   const signal = options.signal;
+  if (options.populateHost !== undefined && typeof options.populateHost !== 'boolean') throw invalidArgument(OP, 'populateHost must be a boolean');
   return {
     threads,
+    populateHost: options.populateHost ?? true,
     params: {
       vm,
       gpa,
@@ -75,7 +78,7 @@ function pageCounters(vm: Vm): Record<PageLevel, number> | undefined {
 
 /** Pre-faults on worker threads; see Vcpu.preFaultMemory(). */
 export async function preFaultMemory(vcpu: Vcpu, range: PreFaultRange, options: PreFaultOptions = {}): Promise<PreFaultResult> {
-  const { params, threads } = prepare(vcpu, range, options);
+  const { params, threads, populateHost } = prepare(vcpu, range, options);
   const signal = options.signal;
   // An abort during a long kernel step interrupts the ioctl (it returns with
   // partial progress or EINTR), so cancellation does not wait for the step.
@@ -94,6 +97,7 @@ export async function preFaultMemory(vcpu: Vcpu, range: PreFaultRange, options: 
         await new Promise((r) => setTimeout(r, req.ms));
         input = undefined;
       } else if (req.engine === 'kernel') {
+        if (populateHost) await populateHostForKernelStep(params.vm, req.gpa, req.size, threads);
         input = await runStep(vcpu, () => kernelStepAsync(vcpu, req.gpa, req.size));
       } else {
         input = await runStep(vcpu, () => softwareStepAsync(params.vm, req.gpa, req.size, params.maxStep('software'), threads));
@@ -106,7 +110,7 @@ export async function preFaultMemory(vcpu: Vcpu, range: PreFaultRange, options: 
 
 /** Pre-faults on the calling thread; same contract, blocking. */
 export function preFaultMemorySync(vcpu: Vcpu, range: PreFaultRange, options: PreFaultOptions = {}): PreFaultResult {
-  const { params } = prepare(vcpu, range, options);
+  const { params, populateHost } = prepare(vcpu, range, options);
   const loop = preFaultLoop(params);
   let input: StepOutcome | undefined;
   for (;;) {
@@ -118,7 +122,12 @@ export function preFaultMemorySync(vcpu: Vcpu, range: PreFaultRange, options: Pr
       input = undefined;
     } else {
       vcpu.fd;
-      input = req.engine === 'kernel' ? kernelStepSync(vcpu, req.gpa, req.size) : softwareStepSync(params.vm, req.gpa, req.size, params.maxStep('software'));
+      if (req.engine === 'kernel') {
+        if (populateHost) populateHostForKernelStepSync(params.vm, req.gpa, req.size);
+        input = kernelStepSync(vcpu, req.gpa, req.size);
+      } else {
+        input = softwareStepSync(params.vm, req.gpa, req.size, params.maxStep('software'));
+      }
     }
   }
 }

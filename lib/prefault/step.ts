@@ -28,6 +28,48 @@ const EFAULT = 14;
 const EINVAL = 22;
 const EAGAIN = 11;
 
+/**
+ * The host ranges behind [gpa, gpa+size) that a writing guest will need
+ * writable: every overlap with a writable slot whose memory the host can
+ * touch. KVM_PRE_FAULT_MEMORY faults as a read, so untouched anonymous memory
+ * would be mapped to the shared zero page and the guest's first write would
+ * fault again; populating for write first avoids that.
+ */
+function hostRangesToPopulate(vm: Vm, gpa: bigint, size: bigint): { slot: MemorySlot; offset: bigint; length: bigint }[] {
+  const out: { slot: MemorySlot; offset: bigint; length: bigint }[] = [];
+  const end = gpa + size;
+  for (const slot of vm.memorySlots()) {
+    const memory = slot.memory;
+    if (slot.readonly || !memory || memory.closed || !memory.hostAccessible) continue;
+    const start = gpa > slot.guestPhysAddr ? gpa : slot.guestPhysAddr;
+    const stop = end < slot.guestPhysAddr + slot.size ? end : slot.guestPhysAddr + slot.size;
+    if (stop > start) out.push({ slot, offset: slot.memoryOffset + (start - slot.guestPhysAddr), length: stop - start });
+  }
+  return out;
+}
+
+/**
+ * Populates the host side of a kernel step for write. Failures are left to
+ * the ioctl to report (it faults the same pages), so they are ignored here.
+ */
+export async function populateHostForKernelStep(vm: Vm, gpa: bigint, size: bigint, threads: number): Promise<void> {
+  const jobs = hostRangesToPopulate(vm, gpa, size).flatMap(({ slot, offset, length }) =>
+    split(offset, length, threads).map(([o, l]) => slot.memory!.adviseRawAsync(o, l, Mm.MADV_POPULATE_WRITE).catch(() => undefined)),
+  );
+  await Promise.all(jobs);
+}
+
+/** populateHostForKernelStep on the calling thread. */
+export function populateHostForKernelStepSync(vm: Vm, gpa: bigint, size: bigint): void {
+  for (const { slot, offset, length } of hostRangesToPopulate(vm, gpa, size)) {
+    try {
+      slot.memory!.adviseRawSync(offset, length, Mm.MADV_POPULATE_WRITE);
+    } catch {
+      // The ioctl that follows reports what cannot be faulted in.
+    }
+  }
+}
+
 /** A kernel step: one KVM_PRE_FAULT_MEMORY ioctl. */
 export function kernelStepSync(vcpu: Vcpu, gpa: bigint, size: bigint): StepOutcome {
   const r = native.preFaultMemory(vcpu.fd, gpa, size, 0n);
