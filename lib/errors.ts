@@ -122,8 +122,19 @@ export function toKvmError(e: unknown, op: string, args: ErrorArgs): KvmError {
 function formatArgs(args: ErrorArgs): string {
   const parts = Object.entries(args)
     .filter(([, v]) => v !== undefined)
-    .map(([k, v]) => `${k}=${typeof v === 'bigint' ? `0x${v.toString(16)}` : typeof v === 'object' ? JSON.stringify(v, bigintJson) : String(v)}`);
+    .map(([k, v]) => `${k}=${formatArg(v)}`);
   return parts.length ? ` [${parts.join(', ')}]` : '';
+}
+
+/** One argument for a message; never throws (cyclic objects, null prototypes, symbols). */
+function formatArg(v: unknown): string {
+  try {
+    if (typeof v === 'bigint') return `0x${v.toString(16)}`;
+    if (typeof v === 'object' && v !== null) return JSON.stringify(v, bigintJson) ?? Object.prototype.toString.call(v);
+    return String(v);
+  } catch {
+    return Object.prototype.toString.call(v);
+  }
 }
 
 function bigintJson(_key: string, value: unknown): unknown {

@@ -3,9 +3,9 @@
  */
 import { GUEST_MEMFD_FLAGS, Mm, type GuestMemfdFlag } from './constants.js';
 import { callNative, errnoError, invalidArgument } from './errors.js';
-import { toU64, PAGE_SIZE, type U64Like } from './int.js';
+import { describe, toOptions, toU64, PAGE_SIZE, type U64Like } from './int.js';
 import { HostMemory } from './memory.js';
-import { native } from './native.js';
+import { native, type NativeResult } from './native.js';
 import { Resource } from './resource.js';
 
 /** Options of Vm.createGuestMemfd(). */
@@ -36,12 +36,13 @@ export interface GuestMemfdMapOptions {
 export function guestMemfdFlagMask(flags: readonly GuestMemfdFlag[] | bigint | undefined, op: string): bigint {
   if (flags === undefined) return 0n;
   if (typeof flags === 'bigint') return toU64(flags, 'flags', op);
-  if (!Array.isArray(flags)) throw invalidArgument(op, 'flags must be an array of flag names or a bigint mask', { flags: String(flags) });
+  if (!Array.isArray(flags)) throw invalidArgument(op, 'flags must be an array of flag names or a bigint mask', { flags: describe(flags) });
   let mask = 0n;
-  for (const f of flags) {
-    const bit = (GUEST_MEMFD_FLAGS as Record<string, bigint>)[f as string];
-    if (bit === undefined) throw invalidArgument(op, `unknown guest_memfd flag ${JSON.stringify(f)}; known: ${Object.keys(GUEST_MEMFD_FLAGS).join(', ')}`);
-    mask |= bit;
+  for (const f of flags as readonly unknown[]) {
+    if (typeof f !== 'string' || !Object.hasOwn(GUEST_MEMFD_FLAGS, f)) {
+      throw invalidArgument(op, `unknown guest_memfd flag ${describe(f)}; known: ${Object.keys(GUEST_MEMFD_FLAGS).join(', ')}`);
+    }
+    mask |= GUEST_MEMFD_FLAGS[f as GuestMemfdFlag];
   }
   return mask;
 }
@@ -128,8 +129,9 @@ export class GuestMemfd extends Resource {
    * the returned memory refuses `bytes`. The mapping may not extend past the
    * end of the file (that, too, would raise SIGBUS).
    */
-  map(options: GuestMemfdMapOptions = {}): HostMemory {
+  map(mapOptions: GuestMemfdMapOptions = {}): HostMemory {
     this.assertOpen('mmap');
+    const options = toOptions(mapOptions, 'mmap');
     if (!this.mappable) {
       throw invalidArgument('mmap', "this guest_memfd was created without the 'mmap' flag (the kernel answers ENODEV)", { flags: this.flags }, 'ENODEV');
     }
@@ -146,6 +148,15 @@ export class GuestMemfd extends Resource {
       new native.Mapping(this.#fd, length, Mm.PROT_READ | Mm.PROT_WRITE, Mm.MAP_SHARED, offset, alignment),
     );
     return new HostMemory(mapping, 'guest-memfd', false, this.flags.includes('init-shared'));
+  }
+
+  /**
+   * @internal fallocate(KEEP_SIZE) on a worker thread for the software
+   * pre-fault engine: resolves with { rc, errno }, and keeps the fd open while
+   * in flight (close() waits), so the call never lands on a recycled fd number.
+   */
+  allocateRawAsync(offset: bigint, length: bigint): Promise<NativeResult> {
+    return this.track('fallocate', () => native.fallocateAsync(this.#fd, Mm.FALLOC_FL_KEEP_SIZE, offset, length));
   }
 
   /** @internal The owning Vm listens to invalidate its mappings. */

@@ -32,6 +32,17 @@ export function toU64(value: unknown, name: string, op: string): bigint {
   throw invalidArgument(op, `${name} must be a number or bigint, got ${describe(value)}`);
 }
 
+/**
+ * An options argument: undefined gives {}, an object is returned as is, and
+ * anything else (null, a string, a number...) throws KvmError EINVAL instead
+ * of a TypeError on the first property read.
+ */
+export function toOptions<T extends object>(value: T | undefined, op: string, name = 'options'): Partial<T> {
+  if (value === undefined) return {};
+  if (typeof value !== 'object' || value === null) throw invalidArgument(op, `${name} must be an object, got ${describe(value)}`);
+  return value;
+}
+
 /** Converts to an unsigned 32-bit number or throws KvmError EINVAL. */
 export function toU32(value: unknown, name: string, op: string): number {
   const v = typeof value === 'bigint' ? Number(value) : value;

@@ -4,7 +4,7 @@
 import { Cap, GUEST_MEMFD_FLAGS, VM_TYPES, type CapName, type GuestMemfdFlag, type VmType } from './constants.js';
 import { decodeCpuid, type CpuidEntry } from './cpuid.js';
 import { callNative, errnoCode, errnoError, invalidArgument, KvmError, toKvmError } from './errors.js';
-import { toU32 } from './int.js';
+import { describe, toOptions, toU32 } from './int.js';
 import { native } from './native.js';
 import { Resource } from './resource.js';
 import { Vm, type VmOptions } from './vm.js';
@@ -51,7 +51,6 @@ export class Kvm extends Resource {
   readonly #fd: number;
   readonly path: string;
   #vcpuMmapSize: number | undefined;
-  readonly #vms = new Set<Vm>();
 
   private constructor(fd: number, path: string) {
     super(`Kvm(${path})`, () => native.close(fd));
@@ -64,7 +63,7 @@ export class Kvm extends Resource {
    * membership of the group owning the device (usually 'kvm').
    */
   static open(options: KvmOpenOptions = {}): Kvm {
-    const path = options.path ?? '/dev/kvm';
+    const path = toOptions(options, 'open').path ?? '/dev/kvm';
     if (typeof path !== 'string') throw invalidArgument('open', 'path must be a string', { path });
     let fd: number;
     try {
@@ -75,7 +74,14 @@ export class Kvm extends Resource {
       throw errnoError(errno, 'open', { path }, 'open', openHint(errnoCode(errno), path));
     }
     const kvm = new Kvm(fd, path);
-    const version = kvm.apiVersion;
+    let version: number;
+    try {
+      version = kvm.apiVersion;
+    } catch (e) {
+      // Not a KVM device (ENOTTY from /dev/null, a regular file...): do not leak the fd.
+      kvm.close();
+      throw e;
+    }
     if (version !== 12) {
       kvm.close();
       throw new KvmError(`KVM_GET_API_VERSION returned ${version}, node-kvm needs 12`, { code: 'ENOTSUP', ioctl: 'KVM_GET_API_VERSION', args: { version } });
@@ -154,9 +160,9 @@ export class Kvm extends Resource {
    */
   createVm(options: VmOptions = {}): Vm {
     this.assertOpen('KVM_CREATE_VM');
-    const type = options.type ?? 'default';
-    if (!Object.hasOwn(VM_TYPES, type)) {
-      throw invalidArgument('KVM_CREATE_VM', `unknown VM type ${JSON.stringify(type)}; known: ${Object.keys(VM_TYPES).join(', ')}`, { type });
+    const type = toOptions(options, 'KVM_CREATE_VM').type ?? 'default';
+    if (typeof type !== 'string' || !Object.hasOwn(VM_TYPES, type)) {
+      throw invalidArgument('KVM_CREATE_VM', `unknown VM type ${describe(type)}; known: ${Object.keys(VM_TYPES).join(', ')}`, { type });
     }
     const caps = this.capabilities();
     const supported = caps.vmTypes;
@@ -167,9 +173,9 @@ export class Kvm extends Resource {
     for (let attempt = 0; ; attempt++) {
       try {
         const fd = native.createVm(this.fd, number);
-        const vm = new Vm(this, fd, type, caps);
-        this.#vms.add(vm);
-        return vm;
+        // No strong reference from here: a VM dropped without close() must
+        // stay collectable while its Kvm lives (its finalizer closes the fd).
+        return new Vm(this, fd, type, caps);
       } catch (e) {
         const errno = (e as { errno?: number }).errno;
         if (errno === 4 /* EINTR */ && attempt < CREATE_VM_EINTR_RETRIES) continue;
@@ -178,19 +184,16 @@ export class Kvm extends Resource {
     }
   }
 
-  /** @internal Called by Vm.close(). */
-  forgetVm(vm: Vm): void {
-    this.#vms.delete(vm);
-  }
+  /** @internal Called by Vm.close(). The Kvm keeps no list of its VMs, so there is nothing to forget. */
+  forgetVm(_vm: Vm): void {}
 
   /** Closes the system fd. VMs created from it stay usable (the kernel keeps them alive). */
   protected override onClose(): void {}
 }
 
 function capNumber(name: CapName): number {
-  const n = (Cap as Record<string, number>)[name];
-  if (n === undefined) throw invalidArgument('KVM_CHECK_EXTENSION', `unknown capability name ${JSON.stringify(name)}`);
-  return n;
+  if (!Object.hasOwn(Cap, name)) throw invalidArgument('KVM_CHECK_EXTENSION', `unknown capability name ${describe(name)}`);
+  return Cap[name];
 }
 
 function openHint(code: string, path: string): string | undefined {

@@ -6,7 +6,7 @@
 import { constants as bufferConstants } from 'node:buffer';
 import { ADVICE, Mm, type Advice } from './constants.js';
 import { callNative, errnoError, invalidArgument, KvmError } from './errors.js';
-import { SIZE_2M, toU64, requirePageAligned, PAGE_SIZE, type U64Like } from './int.js';
+import { describe, SIZE_2M, toOptions, toU64, requirePageAligned, PAGE_SIZE, type U64Like } from './int.js';
 import { native, type NativeMapping, type NativeResult } from './native.js';
 import { Resource } from './resource.js';
 
@@ -71,8 +71,9 @@ export class HostMemory extends Resource {
   }
 
   /** Maps anonymous, private, zero-filled memory. */
-  static allocate(size: U64Like, options: AllocateMemoryOptions = {}): HostMemory {
+  static allocate(size: U64Like, allocateOptions: AllocateMemoryOptions = {}): HostMemory {
     const op = 'mmap';
+    const options = toOptions(allocateOptions, op);
     const bytes = toU64(size, 'size', op);
     if (bytes === 0n) throw invalidArgument(op, 'size must be non-zero', { size: bytes });
     requirePageAligned(bytes, 'size', op);
@@ -128,7 +129,8 @@ export class HostMemory extends Resource {
    * so the guest's first touch finds them present. EINTR and EAGAIN are
    * retried (bounded); other failures reject with KvmError.
    */
-  async populate(options: PopulateOptions = {}): Promise<void> {
+  async populate(populateOptions: PopulateOptions = {}): Promise<void> {
+    const options = toOptions(populateOptions, 'madvise');
     const advice = options.write === false ? Mm.MADV_POPULATE_READ : Mm.MADV_POPULATE_WRITE;
     const off = toU64(options.offset ?? 0n, 'offset', 'madvise');
     const [o, len] = this.#range('madvise', off, options.length ?? this.size - off);
@@ -143,7 +145,8 @@ export class HostMemory extends Resource {
   }
 
   /** Synchronous populate(): blocks the calling thread. */
-  populateSync(options: PopulateOptions = {}): void {
+  populateSync(populateOptions: PopulateOptions = {}): void {
+    const options = toOptions(populateOptions, 'madvise');
     const off = toU64(options.offset ?? 0n, 'offset', 'madvise');
     this.advise(options.write === false ? 'populate-read' : 'populate-write', off, options.length ?? this.size - off);
   }
@@ -195,7 +198,8 @@ export class HostMemory extends Resource {
 }
 
 function adviceNumber(advice: Advice): number {
-  const n = (ADVICE as Record<string, number>)[advice];
-  if (n === undefined) throw invalidArgument('madvise', `unknown advice ${JSON.stringify(advice)}; known: ${Object.keys(ADVICE).join(', ')}`);
-  return n;
+  if (typeof advice !== 'string' || !Object.hasOwn(ADVICE, advice)) {
+    throw invalidArgument('madvise', `unknown advice ${describe(advice)}; known: ${Object.keys(ADVICE).join(', ')}`);
+  }
+  return ADVICE[advice];
 }

@@ -100,6 +100,7 @@ export class Vcpu extends Resource {
   /** KVM_SET_REGS; fields not given keep their current values. */
   setRegs(update: RegsUpdate): void {
     this.assertOpen('KVM_SET_REGS');
+    if (typeof update !== 'object' || update === null) throw invalidArgument('KVM_SET_REGS', 'update must be an object of register values');
     const regs = this.getRegs();
     for (const [name, value] of Object.entries(update)) {
       if (!(REG_NAMES as readonly string[]).includes(name)) throw invalidArgument('KVM_SET_REGS', `unknown register ${JSON.stringify(name)}`);
@@ -119,12 +120,14 @@ export class Vcpu extends Resource {
   /** KVM_SET_SREGS; fields (and segment fields) not given keep their current values. */
   setSregs(update: SregsUpdate): void {
     this.assertOpen('KVM_SET_SREGS');
+    if (typeof update !== 'object' || update === null) throw invalidArgument('KVM_SET_SREGS', 'update must be an object of special register values');
     const sregs = this.getSregs() as unknown as Record<string, unknown>;
     for (const [name, value] of Object.entries(update)) {
       if (!(name in sregs)) throw invalidArgument('KVM_SET_SREGS', `unknown special register ${JSON.stringify(name)}`);
       const current = sregs[name];
       if (typeof current === 'bigint') {
         if (typeof value !== 'bigint' && typeof value !== 'number') throw invalidArgument('KVM_SET_SREGS', `${name} must be a number or bigint`);
+        if (typeof value === 'number' && !Number.isSafeInteger(value)) throw invalidArgument('KVM_SET_SREGS', `${name} must be an integer`);
         sregs[name] = BigInt(value);
       } else if (typeof current === 'object' && current !== null && typeof value === 'object' && value !== null) {
         sregs[name] = Array.isArray(current) ? value : { ...current, ...value };
@@ -150,7 +153,12 @@ export class Vcpu extends Resource {
 
   /** KVM_RUN on a worker thread: the event loop keeps running. */
   runAsync(): Promise<VcpuExit> {
-    this.#beginRun();
+    try {
+      this.#beginRun();
+    } catch (e) {
+      // ECLOSED / EBUSY: a promise-returning call reports failure as a rejection.
+      return Promise.reject(e);
+    }
     return this.track('KVM_RUN', async () => {
       try {
         return this.#finishRun(await native.runAsync(this.#fd));

@@ -7,7 +7,7 @@ import { MEMORY_ATTRIBUTE_PRIVATE, type CapName, type GuestMemfdFlag, type VmTyp
 import { PrivateRanges, type GpaRange } from './attributes.js';
 import { callNative, invalidArgument, KvmError } from './errors.js';
 import { GuestMemfd, guestMemfdFlagMask, guestMemfdFlagNames, type GuestMemfdOptions } from './guest-memfd.js';
-import { PAGE_SIZE, requirePageAligned, toU32, toU64, U64_LIMIT, type U64Like } from './int.js';
+import { describe, PAGE_SIZE, requirePageAligned, toOptions, toU32, toU64, U64_LIMIT, type U64Like } from './int.js';
 import type { Kvm, KvmCapabilities } from './kvm.js';
 import { checkSlot, slotFlags, SlotTable, type MemorySlot, type SlotLimits, type SlotRecord } from './memslots.js';
 import { HostMemory, type AllocateMemoryOptions } from './memory.js';
@@ -52,7 +52,7 @@ export interface MemoryAttributesOptions {
 }
 
 /** Why mappings of a guest range became invalid (for the software MMU). */
-export type InvalidationReason = 'slot-delete' | 'slot-move' | 'attributes' | 'punch-hole' | 'memory-close';
+export type InvalidationReason = 'slot-delete' | 'slot-move' | 'attributes' | 'punch-hole';
 
 /** A listener told about invalidated guest ranges. */
 export type InvalidationListener = (gpa: bigint, size: bigint, reason: InvalidationReason, slot: number | undefined) => void;
@@ -71,6 +71,8 @@ export class Vm extends Resource {
   readonly #children = new Set<Resource>();
   readonly #vcpus = new Map<number, Vcpu>();
   readonly #invalidationListeners = new Set<InvalidationListener>();
+  /** Memory backing slots (or created here), with the function that stops watching it. */
+  readonly #watched = new Map<HostMemory, () => void>();
   readonly #owned: { statsFd: number };
   #stats: StatsReader | undefined;
   #gmemFlags: bigint | undefined;
@@ -107,8 +109,8 @@ export class Vm extends Resource {
 
   /** KVM_CHECK_EXTENSION on the VM fd (answers for this VM's type). */
   checkExtension(cap: number | CapName): number {
-    const n = typeof cap === 'string' ? (Cap as Record<string, number>)[cap] : toU32(cap, 'cap', 'KVM_CHECK_EXTENSION');
-    if (n === undefined) throw invalidArgument('KVM_CHECK_EXTENSION', `unknown capability name ${JSON.stringify(cap)}`);
+    const n = typeof cap === 'string' ? (Object.hasOwn(Cap, cap) ? Cap[cap] : undefined) : toU32(cap, 'cap', 'KVM_CHECK_EXTENSION');
+    if (n === undefined) throw invalidArgument('KVM_CHECK_EXTENSION', `unknown capability name ${describe(cap)}`);
     return callNative('KVM_CHECK_EXTENSION', { cap: n }, () => native.checkExtension(this.fd, n));
   }
 
@@ -164,16 +166,23 @@ export class Vm extends Resource {
     return memory;
   }
 
-  /** Registers memory the VM should watch (and close with itself if `own`). */
+  /** Registers a child the VM closes with itself (and watches, if it is memory). */
   #adopt(child: Resource): void {
     this.#children.add(child);
-    if (child instanceof HostMemory) child.onClosed((m) => this.#memoryClosed(m));
+    if (child instanceof HostMemory) this.#watch(child);
+  }
+
+  /** Listens for the memory's close, once per memory. */
+  #watch(memory: HostMemory): void {
+    if (!this.#watched.has(memory)) this.#watched.set(memory, memory.onClosed((m) => this.#memoryClosed(m)));
   }
 
   /**
    * Creates or changes a memslot (KVM_SET_USER_MEMORY_REGION2, or the v1
    * ioctl when REGION2 is unavailable). Checked first against the VM's slot
    * table: alignment, overlap (EEXIST), guest_memfd bounds and ownership.
+   * Closing the `memory` later deletes the slot first, so the guest can never
+   * reach a host range that has been unmapped (and perhaps reused).
    */
   setMemoryRegion(options: SetMemoryRegionOptions): MemorySlot {
     const op = 'KVM_SET_USER_MEMORY_REGION2';
@@ -219,6 +228,7 @@ export class Vm extends Resource {
     const old = this.#slots.get(slot);
     this.#slots.set(record);
     this.#memslotGeneration++;
+    if (memory) this.#watch(memory);
     if (old && old.guestPhysAddr !== guestPhysAddr) this.#invalidate(old.guestPhysAddr, old.size, 'slot-move', slot);
     return record;
   }
@@ -270,6 +280,7 @@ export class Vm extends Resource {
   setMemoryAttributes(options: MemoryAttributesOptions): void {
     const op = 'KVM_SET_MEMORY_ATTRIBUTES';
     this.assertOpen(op);
+    if (typeof options !== 'object' || options === null) throw invalidArgument(op, 'options must be an object { guestPhysAddr, size, private }');
     const gpa = toU64(options.guestPhysAddr, 'guestPhysAddr', op);
     const size = toU64(options.size, 'size', op);
     const args = { guestPhysAddr: gpa, size, private: options.private };
@@ -375,6 +386,8 @@ export class Vm extends Resource {
     if (busy.length === 0) closeAll(others);
     else void Promise.all(busy.map((v) => v.idle())).then(() => closeAll(others));
     this.#children.clear();
+    for (const unwatch of this.#watched.values()) unwatch();
+    this.#watched.clear();
     this.#vcpus.clear();
     this.#slots.clear();
     this.#invalidationListeners.clear();
@@ -425,11 +438,25 @@ export class Vm extends Resource {
     }
   }
 
+  /**
+   * Memory behind memslots is being closed: delete those slots first. Left
+   * in place, a slot would point at an unmapped range that the next mmap may
+   * reuse, and the guest would read and write that unrelated memory.
+   */
   #memoryClosed(memory: HostMemory): void {
     this.#children.delete(memory);
-    for (const s of this.#slots.values()) {
-      if (s.memory === memory) this.#invalidate(s.guestPhysAddr, s.size, 'memory-close', s.slot);
+    this.#watched.delete(memory);
+    if (this.closed) return;
+    let failure: unknown;
+    for (const s of [...this.#slots.values()]) {
+      if (s.memory !== memory) continue;
+      try {
+        this.deleteMemoryRegion(s.slot);
+      } catch (e) {
+        failure ??= e;
+      }
     }
+    if (failure !== undefined) throw failure;
   }
 
   #statsReader(): StatsReader {

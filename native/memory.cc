@@ -23,9 +23,10 @@ struct State {
   uint8_t* addr = nullptr;
   size_t length = 0;
   bool unmapped = false;      // touched only on the JS thread
+  bool placeholder = false;   // unmap() left zero pages for views still alive
   std::atomic<int> busy{0};   // async operations in flight
   ~State() {
-    if (!unmapped && addr != nullptr) ::munmap(addr, length);
+    if ((!unmapped || placeholder) && addr != nullptr) ::munmap(addr, length);
   }
 };
 
@@ -147,7 +148,20 @@ class Mapping : public Napi::ObjectWrap<Mapping> {
       if (!r.IsEmpty() && !r.Value().IsEmpty()) r.Value().Detach();
     }
     views_.clear();
-    if (::munmap(state_->addr, state_->length) < 0) ThrowErrno(info.Env(), errno, "munmap", "munmap");
+    // An ArrayBuffer can outlive detach: ArrayBuffer.prototype.transfer()
+    // (Node 22+) moves the memory into a new buffer we hold no reference to.
+    // While any buffer still holds the state, replace the pages with fresh
+    // zero pages instead of unmapping, so such a buffer reads zeros rather
+    // than faulting; the address range is released when the last one is
+    // collected. MAP_FIXED drops the old pages (and any file) right away.
+    if (state_.use_count() > 1) {
+      void* p = ::mmap(state_->addr, state_->length, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+      if (p == MAP_FAILED) ThrowErrno(info.Env(), errno, "mmap", "munmap (placeholder)");
+      state_->placeholder = true;
+    } else if (::munmap(state_->addr, state_->length) < 0) {
+      ThrowErrno(info.Env(), errno, "munmap", "munmap");
+    }
     state_->unmapped = true;
     return info.Env().Undefined();
   }

@@ -74,7 +74,8 @@ Napi::Value SetCpuid2(const Napi::CallbackInfo& info) {
   std::vector<uint8_t> buf(kCpuid2Header + entries.ByteLength());
   auto* c = reinterpret_cast<Cpuid2Header*>(buf.data());
   c->nent = static_cast<uint32_t>(entries.ByteLength() / sizeof(kvm_cpuid_entry2));
-  std::memcpy(buf.data() + kCpuid2Header, entries.Data(), entries.ByteLength());
+  // An empty array's Data() is null, and memcpy from null is undefined even for 0 bytes (UBSan).
+  if (entries.ByteLength() > 0) std::memcpy(buf.data() + kCpuid2Header, entries.Data(), entries.ByteLength());
   if (::ioctl(fd, kIoctlSetCpuid2, c) < 0) ThrowErrno(info.Env(), errno, "ioctl", "KVM_SET_CPUID2");
   return info.Env().Undefined();
 }

@@ -23,6 +23,7 @@ interface Prepared {
 
 function prepare(vcpu: Vcpu, range: PreFaultRange, options: PreFaultOptions): Prepared {
   if (typeof range !== 'object' || range === null) throw invalidArgument(OP, 'range must be an object { gpa, size }');
+  if (typeof options !== 'object' || options === null) throw invalidArgument(OP, 'options must be an object');
   const gpa = toU64(range.gpa, 'gpa', OP);
   const size = toU64(range.size, 'size', OP);
   const flags = toU64(range.flags ?? 0n, 'flags', OP);
@@ -32,7 +33,7 @@ function prepare(vcpu: Vcpu, range: PreFaultRange, options: PreFaultOptions): Pr
   }
   const choice: PreFaultEngineChoice = options.engine ?? 'auto';
   if (choice !== 'auto' && choice !== 'kernel' && choice !== 'software') {
-    throw invalidArgument(OP, "engine must be 'auto', 'kernel' or 'software'", { engine: String(choice) });
+    throw invalidArgument(OP, "engine must be 'auto', 'kernel' or 'software'", { engine: typeof choice === 'string' ? choice : typeof choice });
   }
   const threads = options.threads ?? defaultThreads();
   if (!Number.isInteger(threads) || threads < 1 || threads > 64) throw invalidArgument(OP, 'threads must be an integer in 1..64', { threads });
@@ -41,6 +42,7 @@ function prepare(vcpu: Vcpu, range: PreFaultRange, options: PreFaultOptions): Pr
     throw invalidArgument(OP, 'maxStepBytes must be a non-zero multiple of 4096', { maxStepBytes: maxStepOverride });
   }
   if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw invalidArgument(OP, 'onProgress must be a function');
+  if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw invalidArgument(OP, 'signal must be an AbortSignal');
   const vm: Vm = vcpu.vm;
   vcpu.fd; // throws ECLOSED on a closed vcpu before any work
   const signal = options.signal;

@@ -9,6 +9,7 @@ import { native, type NativeResult } from '../native.js';
 import type { PageLevel, PreFaultMapStep } from '../soft-mmu/index.js';
 import { LEVEL_SIZE, planPreFaultStep, type SoftSlotView } from '../soft-mmu/index.js';
 import { Mm } from '../constants.js';
+import type { GuestMemfd } from '../guest-memfd.js';
 import type { MemorySlot } from '../memslots.js';
 import type { Vcpu } from '../vcpu.js';
 import type { Vm } from '../vm.js';
@@ -115,7 +116,7 @@ export function planSoftwareStep(vm: Vm, gpa: bigint, size: bigint, maxStep: big
 /** How populating a planned run is done: a host range to madvise, or a guest_memfd range to fallocate. */
 type Populate =
   | { kind: 'madvise'; slot: MemorySlot; offset: bigint; length: bigint; advice: number }
-  | { kind: 'fallocate'; fd: number; offset: bigint; length: bigint }
+  | { kind: 'fallocate'; fd: number; gmem: GuestMemfd; offset: bigint; length: bigint }
   | { kind: 'none' };
 
 function populateFor(vm: Vm, plan: PreFaultMapStep): Populate {
@@ -131,7 +132,7 @@ function populateFor(vm: Vm, plan: PreFaultMapStep): Populate {
   // Private memory (or a guest_memfd the host cannot touch): allocate it in the file.
   const gmem = slot.guestMemfd;
   if (!gmem || gmem.closed) return { kind: 'none' };
-  return { kind: 'fallocate', fd: gmem.fd, offset: slot.guestMemfdOffset + offsetInSlot, length: plan.size };
+  return { kind: 'fallocate', fd: gmem.fd, gmem, offset: slot.guestMemfdOffset + offsetInSlot, length: plan.size };
 }
 
 /** Splits [offset, offset+length) into up to `parts` 2 MiB-aligned chunks. */
@@ -222,7 +223,10 @@ export async function softwareStepAsync(vm: Vm, gpa: bigint, size: bigint, maxSt
       results = [];
     }
   } else if (p.kind === 'fallocate') {
-    results = await Promise.all(split(p.offset, p.length, threads).map(([o, l]) => native.fallocateAsync(p.fd, Mm.FALLOC_FL_KEEP_SIZE, o, l)));
+    // Through the GuestMemfd, so closing it waits for these calls instead of
+    // freeing the fd number under them (a new fd could get it: they would allocate there).
+    const gmem = p.gmem;
+    results = await Promise.all(split(p.offset, p.length, threads).map(([o, l]) => gmem.allocateRawAsync(o, l)));
   }
   const failed = results.find((r) => r.rc < 0);
   if (failed) return { errno: populateErrno(failed.errno), gpa, size };

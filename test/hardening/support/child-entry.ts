@@ -1,0 +1,7 @@
+/**
+ * Entry of the bundle that child processes and worker threads load (they run
+ * plain JavaScript, not vitest's TypeScript pipeline): the public API plus the
+ * addon, exactly as the tests see them.
+ */
+export * from '../../../lib/index.js';
+export { native, addonPath } from '../../../lib/native.js';
