@@ -65,6 +65,8 @@ export class Kvm extends Resource {
   static open(options: KvmOpenOptions = {}): Kvm {
     const path = toOptions(options, 'open').path ?? '/dev/kvm';
     if (typeof path !== 'string') throw invalidArgument('open', 'path must be a string', { path });
+    // The kernel would stop at a NUL and open a different path than asked.
+    if (path.includes('\0')) throw invalidArgument('open', 'path must not contain NUL characters', { path: path.replace(/\0/g, '\\0') });
     let fd: number;
     try {
       fd = native.open(path);

@@ -249,6 +249,7 @@ export class Vm extends Resource {
   /** Moves a memslot to another guest-physical address (same size and backing). */
   moveMemoryRegion(slot: number, guestPhysAddr: U64Like): MemorySlot {
     const op = 'KVM_SET_USER_MEMORY_REGION2';
+    this.assertOpen(op);
     const old = this.#slots.get(toU32(slot, 'slot', op));
     if (!old) throw invalidArgument(op, `slot ${slot} does not exist`, { slot });
     return this.setMemoryRegion({

@@ -110,3 +110,9 @@ describeKvm('Kvm.createVm', () => {
     }
   });
 });
+
+describeKvm('Kvm.open argument checks', () => {
+  it('refuses a path with a NUL instead of opening a shorter one', () => {
+    expectKvmError(() => Kvm.open({ path: '/dev/kvm\0x' }), 'EINVAL');
+  });
+});
