@@ -7,7 +7,7 @@ import { expect, it } from 'vitest';
 import { Kvm, KvmError, PreFaultError, type Vm } from '../../lib/index.js';
 import { Asm, Guest } from '../../lib/guest/index.js';
 import { addonPath, native } from '../../lib/native.js';
-import { describeKvm, expectKvmError } from '../support/kvm.js';
+import { describeKvm, expectKvmError, preFaultErrorOf } from '../support/kvm.js';
 import { childBundle, fdTarget, startWorker } from './support/child.js';
 import { pathToFileURL } from 'node:url';
 
@@ -286,14 +286,4 @@ describeKvm('closing things while they are in use', () => {
     expect(vm.closed && vcpu.closed).toBe(true);
   });
 });
-
-async function preFaultErrorOf(p: Promise<unknown>): Promise<PreFaultError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(PreFaultError);
-    return e as PreFaultError;
-  }
-  throw new Error('expected the pre-fault to fail');
-}
 

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { expect, it } from 'vitest';
 import { Kvm, PreFaultError, type Vm } from '../../lib/index.js';
 import { Guest, touchPagesProgram } from '../../lib/guest/index.js';
-import { describeKvm, describeUnless, isKvmPvm, kvmUnavailable } from '../support/kvm.js';
+import { describeKvm, describeUnless, isKvmPvm, kvmUnavailable, preFaultErrorOf } from '../support/kvm.js';
 import { transparentHugePageMode } from '../../lib/prefault/host-level.js';
 
 const PAGE = 4096n;
@@ -142,12 +142,15 @@ describeUnless(kvmUnavailable ?? (isKvmPvm ? undefined : 'exit counts measure th
     expect(demand).toBeGreaterThanOrEqual(4n * prefaulted);
   });
 
-  it('THP memory: pre-faulted first touch takes at least 4x fewer exits than demand faulting', async () => {
+  it('THP memory: about one exit per 2 MiB, pre-faulted or not (KVM maps 2 MiB at once)', async () => {
     const size = 16n * MiB;
     const demand = await exitsForFirstTouch(size, true, false);
     const prefaulted = await exitsForFirstTouch(size, true, true);
     console.log(`exits for 4096 pages, THP: demand ${demand}, pre-faulted ${prefaulted}`);
-    expect(prefaulted).toBeLessThanOrEqual(demand);
+    // 8 huge pages, plus the ucall's exit and a few unrelated ones.
+    const bound = size / (2n * MiB) + 8n;
+    expect(demand).toBeLessThanOrEqual(bound);
+    expect(prefaulted).toBeLessThanOrEqual(bound);
   });
 });
 
@@ -166,13 +169,3 @@ describeKvm('software engine: memslot changes during a step', () => {
     expect(f.vm.softMmu.stats().bytesMapped).toBe(0n);
   });
 });
-
-async function preFaultErrorOf(p: Promise<unknown>): Promise<PreFaultError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(PreFaultError);
-    return e as PreFaultError;
-  }
-  throw new Error('expected the pre-fault to fail');
-}

@@ -4,7 +4,7 @@
  */
 import { expect, it } from 'vitest';
 import { Kvm, KvmError, PreFaultAbortError, PreFaultError, type PreFaultEngineName, type PreFaultResult, type Vcpu, type Vm } from '../../lib/index.js';
-import { describeKvm, describeUnless, isKvmPvm, kvmErrorOfAsync } from '../support/kvm.js';
+import { describeKvm, describeUnless, isKvmPvm, kvmErrorOfAsync, preFaultErrorOf } from '../support/kvm.js';
 import { engines, inLab, kernelEngineMissing } from '../support/engines.js';
 
 const PAGE = 4096n;
@@ -28,12 +28,6 @@ function fixture(hugePages = false): Fixture {
   return { kvm, vm, vcpu, [Symbol.dispose]: () => { vm.close(); kvm.close(); } };
 }
 
-async function preFaultError(p: Promise<unknown>): Promise<PreFaultError> {
-  const e = await kvmErrorOfAsync(p);
-  expect(e).toBeInstanceOf(PreFaultError);
-  return e as PreFaultError;
-}
-
 for (const engine of engines) {
   describeKvm(`pre-fault scenarios, ${engine} engine`, () => {
     it("upstream call 1: (0, 2 MiB) maps everything", async () => {
@@ -46,7 +40,7 @@ for (const engine of engines) {
 
     it('upstream call 2: (2 MiB, 2 pages) maps the one page inside the slot, then ENOENT', async () => {
       using f = fixture();
-      const e = await preFaultError(f.vcpu.preFaultMemory({ gpa: BASE + 2n * MiB, size: 2n * PAGE }, { engine }));
+      const e = await preFaultErrorOf(f.vcpu.preFaultMemory({ gpa: BASE + 2n * MiB, size: 2n * PAGE }, { engine }));
       expect(e.code).toBe('ENOENT');
       expect(e.errno).toBe(2);
       expect(e.bytesMapped).toBe(PAGE);
@@ -56,7 +50,7 @@ for (const engine of engines) {
 
     it('upstream call 3: (513 pages, 1 page) is wholly outside: ENOENT, nothing mapped', async () => {
       using f = fixture();
-      const e = await preFaultError(f.vcpu.preFaultMemory({ gpa: BASE + SLOT_SIZE, size: PAGE }, { engine }));
+      const e = await preFaultErrorOf(f.vcpu.preFaultMemory({ gpa: BASE + SLOT_SIZE, size: PAGE }, { engine }));
       expect(e.code).toBe('ENOENT');
       expect(e.bytesMapped).toBe(0n);
       expect(e.remaining).toEqual({ gpa: BASE + SLOT_SIZE, size: PAGE });
@@ -64,7 +58,7 @@ for (const engine of engines) {
 
     it('a range crossing the slot end maps the part inside, then ENOENT', async () => {
       using f = fixture();
-      const e = await preFaultError(f.vcpu.preFaultMemory({ gpa: BASE + MiB, size: 2n * MiB }, { engine }));
+      const e = await preFaultErrorOf(f.vcpu.preFaultMemory({ gpa: BASE + MiB, size: 2n * MiB }, { engine }));
       expect(e.code).toBe('ENOENT');
       expect(e.bytesMapped).toBe(MiB + PAGE);
       expect(e.remaining).toEqual({ gpa: BASE + SLOT_SIZE, size: MiB - PAGE });
@@ -89,7 +83,7 @@ for (const engine of engines) {
 
     it('an already aborted signal stops before the first step', async () => {
       using f = fixture();
-      const e = await preFaultError(f.vcpu.preFaultMemory({ gpa: BASE, size: 2n * MiB }, { engine, signal: AbortSignal.abort() }));
+      const e = await preFaultErrorOf(f.vcpu.preFaultMemory({ gpa: BASE, size: 2n * MiB }, { engine, signal: AbortSignal.abort() }));
       expect(e).toBeInstanceOf(PreFaultAbortError);
       expect(e.name).toBe('AbortError');
       expect(e.code).toBe('ABORT_ERR');
@@ -101,7 +95,7 @@ for (const engine of engines) {
       using f = fixture();
       const ac = new AbortController();
       const seen: bigint[] = [];
-      const e = await preFaultError(
+      const e = await preFaultErrorOf(
         f.vcpu.preFaultMemory(
           { gpa: BASE, size: 2n * MiB },
           { engine, signal: ac.signal, maxStepBytes: 64n * 1024n, onProgress: (done) => { seen.push(done); if (seen.length === 3) ac.abort(); } },
@@ -149,7 +143,7 @@ for (const engine of engines) {
 describeUnless(kernelEngineMissing === undefined ? 'the kernel engine works on this host' : undefined, 'pre-fault engine choice without KVM_PRE_FAULT_MEMORY', () => {
   it("'kernel' forced gives a clear EOPNOTSUPP naming the cause", async () => {
     using f = fixture();
-    const e = await preFaultError(f.vcpu.preFaultMemory({ gpa: BASE, size: PAGE }, { engine: 'kernel' }));
+    const e = await preFaultErrorOf(f.vcpu.preFaultMemory({ gpa: BASE, size: PAGE }, { engine: 'kernel' }));
     expect(e.code).toBe('EOPNOTSUPP');
     expect(e.errno).toBe(95);
     expect(e.ioctl).toBe('KVM_PRE_FAULT_MEMORY');

@@ -4,7 +4,7 @@
  */
 import { accessSync, constants, existsSync } from 'node:fs';
 import { describe, expect } from 'vitest';
-import { KvmError } from '../../lib/index.js';
+import { KvmError, PreFaultError } from '../../lib/index.js';
 
 /** Why KVM tests cannot run here, or undefined when they can. */
 export const kvmUnavailable: string | undefined = (() => {
@@ -65,3 +65,14 @@ export function describeKvm(name: string, fn: () => void): void {
 
 /** Whether this host's /dev/kvm is the kvm_pvm (shadow paging) module. */
 export const isKvmPvm = existsSync('/sys/module/kvm_pvm');
+
+/** Awaits a pre-fault that must fail and returns its PreFaultError. */
+export async function preFaultErrorOf(p: Promise<unknown>): Promise<PreFaultError> {
+  try {
+    await p;
+  } catch (e) {
+    expect(e).toBeInstanceOf(PreFaultError);
+    return e as PreFaultError;
+  }
+  throw new Error('expected the pre-fault to fail');
+}
