@@ -78,7 +78,6 @@ export class Vm extends Resource {
   #gmemFlags: bigint | undefined;
   #softMmu: SoftMmu | undefined;
   #memslotGeneration = 0;
-  #attributeBits: bigint | undefined;
   /** @internal The pre-fault engine remembered for this VM (see prefault/engine-choice.ts). */
   preFaultEngine: { engine: 'kernel' | 'software'; reason: string } | undefined;
 
@@ -93,7 +92,22 @@ export class Vm extends Resource {
     this.type = type;
     this.#fd = fd;
     this.#owned = owned;
-    this.#caps = caps;
+    // Some answers depend on the VM type and must come from the VM fd: 6.12
+    // says GUEST_MEMFD = 1 on /dev/kvm but 0 on a default VM.
+    const vmCap = (n: number): number => {
+      try {
+        return native.checkExtension(fd, n);
+      } catch {
+        return 0;
+      }
+    };
+    const gmemFlags = BigInt(vmCap(Cap.GUEST_MEMFD_FLAGS));
+    this.#caps = {
+      ...caps,
+      guestMemfd: vmCap(Cap.GUEST_MEMFD) > 0,
+      guestMemfdFlags: guestMemfdFlagNames(gmemFlags),
+      memoryAttributes: (BigInt(vmCap(Cap.MEMORY_ATTRIBUTES)) & MEMORY_ATTRIBUTE_PRIVATE) !== 0n ? ['private'] : [],
+    };
   }
 
   /** The VM fd; throws ECLOSED after close(). */
@@ -102,7 +116,11 @@ export class Vm extends Resource {
     return this.#fd;
   }
 
-  /** The host's capabilities as seen when the VM was created. */
+  /**
+   * The host's capabilities as seen when the VM was created, with the
+   * VM-type-dependent ones (guestMemfd, guestMemfdFlags, memoryAttributes)
+   * answered by this VM's fd.
+   */
   get capabilities(): KvmCapabilities {
     return this.#caps;
   }
@@ -288,9 +306,8 @@ export class Vm extends Resource {
     requirePageAligned(gpa, 'guestPhysAddr', op, args);
     requirePageAligned(size, 'size', op, args);
     if (size === 0n || gpa + size > U64_LIMIT) throw invalidArgument(op, 'size must be non-zero and gpa + size must not overflow', args);
-    // Asked on the VM fd: private memory depends on the VM type (sw-protected, snp, tdx).
-    this.#attributeBits ??= BigInt(this.checkExtension('MEMORY_ATTRIBUTES'));
-    if ((this.#attributeBits & MEMORY_ATTRIBUTE_PRIVATE) === 0n) {
+    // Answered by the VM fd: private memory depends on the VM type (sw-protected, snp, tdx).
+    if (!this.#caps.memoryAttributes.includes('private')) {
       throw invalidArgument(op, 'private memory attributes are not supported by this host/VM type (KVM_CAP_MEMORY_ATTRIBUTES lacks PRIVATE)', args, 'EOPNOTSUPP');
     }
     callNative(op, args, () => native.setMemoryAttributes(this.#fd, gpa, size, options.private ? MEMORY_ATTRIBUTE_PRIVATE : 0n, 0n));

@@ -4,6 +4,7 @@
  * throws: a host without a usable /dev/kvm just makes every check say so.
  */
 import { GUEST_MEMFD_FLAGS, type GuestMemfdFlag, type VmType } from '../constants.js';
+import { release } from 'node:os';
 import { Kvm, type KvmCapabilities } from '../kvm.js';
 
 /** The probe's findings. */
@@ -24,12 +25,11 @@ export function probeHost(): HostProbe {
   try {
     using kvm = Kvm.open();
     const caps = kvm.capabilities();
-    let flags = 0n;
-    if (caps.guestMemfd) {
-      using vm = kvm.createVm();
-      flags = BigInt(vm.checkExtension('GUEST_MEMFD_FLAGS'));
-    }
-    cached = { unavailable: undefined, caps, defaultVmGuestMemfdFlags: flags };
+    // guest_memfd support depends on the VM type: ask a default VM (6.12
+    // says yes on /dev/kvm and no on a default VM).
+    using vm = kvm.createVm();
+    const flags = BigInt(vm.checkExtension('GUEST_MEMFD_FLAGS'));
+    cached = { unavailable: undefined, caps: { ...caps, guestMemfd: vm.capabilities.guestMemfd }, defaultVmGuestMemfdFlags: flags };
   } catch (e) {
     cached = { unavailable: `/dev/kvm is not usable: ${e instanceof Error ? e.message : String(e)}`, caps: undefined, defaultVmGuestMemfdFlags: 0n };
   }
@@ -87,6 +87,20 @@ export const needs = {
     firstReason(needs.kvm, () =>
       caps().memoryAttributes.includes('private') ? undefined : 'private memory needs KVM_CAP_MEMORY_ATTRIBUTES with PRIVATE, which this host does not offer',
     ),
+
+  /**
+   * A pre-fault that races memslot deletion, on the engine 'auto' picks:
+   * before Linux 6.18 the kernel's KVM_PRE_FAULT_MEMORY could loop forever
+   * when the slot was deleted under it (6.18 returns EAGAIN instead).
+   */
+  preFaultRaceSafe: (): string | undefined =>
+    firstReason(needs.kvm, () => {
+      if (!caps().preFaultMemory) return undefined; // the software engine handles the race
+      const [major = 0, minor = 0] = release().split('.').map((n) => Number.parseInt(n, 10));
+      return major > 6 || (major === 6 && minor >= 18)
+        ? undefined
+        : `Linux ${release()} can spin forever in KVM_PRE_FAULT_MEMORY when a memslot is deleted under it (fixed in 6.18, which returns EAGAIN)`;
+    }),
 
   /** KVM_CAP_READONLY_MEM. */
   readonlyMemory: (): string | undefined =>

@@ -36,8 +36,8 @@ export const suite: SelftestSuite = {
   name: 'pre_fault_memory',
   description: 'KVM_PRE_FAULT_MEMORY semantics (progress, slot end, ENOENT) racing memslot deletion, then a guest reads the region',
   cases: [
-    vmCase('default VM, shared memory', 'default', needs.kvm),
-    vmCase('sw-protected VM, shared memory', 'sw-protected', needs.vmType('sw-protected')),
+    vmCase('default VM, shared memory', 'default', needs.preFaultRaceSafe),
+    vmCase('sw-protected VM, shared memory', 'sw-protected', () => firstReason(needs.vmType('sw-protected'), needs.preFaultRaceSafe)),
     {
       name: 'sw-protected VM, private memory',
       skip: () => firstReason(needs.vmType('sw-protected'), needs.privateMemory),

@@ -2,7 +2,7 @@ import { readSync, writeSync } from 'node:fs';
 import { expect, it } from 'vitest';
 import { Kvm, type GuestMemfdFlag } from '../../lib/index.js';
 import { native } from '../../lib/native.js';
-import { describeKvm, E, expectKvmError, kvmErrorOfAsync } from '../support/kvm.js';
+import { describeGuestMemfd, describeUnless, E, expectKvmError, guestMemfdUnavailable, kvmErrorOfAsync, kvmUnavailable } from '../support/kvm.js';
 
 const PAGE = 4096;
 
@@ -21,7 +21,7 @@ function fsErrno(fn: () => unknown): string | undefined {
   }
 }
 
-describeKvm('guest_memfd: creation', () => {
+describeGuestMemfd('guest_memfd: creation', () => {
   it('accepts exactly the flag bits the VM reports, for each of the 64 single bits', () =>
     withVm((vm) => {
       const supported = BigInt(vm.checkExtension('GUEST_MEMFD_FLAGS'));
@@ -104,7 +104,7 @@ describeKvm('guest_memfd: creation', () => {
     }));
 });
 
-describeKvm('guest_memfd: mmap', () => {
+describeGuestMemfd('guest_memfd: mmap', () => {
   it('without the mmap flag, map() fails with ENODEV like the kernel', () =>
     withVm((vm) => {
       using g = vm.createGuestMemfd({ size: 4 * PAGE });
@@ -182,7 +182,7 @@ describeKvm('guest_memfd: mmap', () => {
     }));
 });
 
-describeKvm('guest_memfd: fallocate', () => {
+describeGuestMemfd('guest_memfd: fallocate', () => {
   it('follows the allocate/punch-hole rules in order', () =>
     withVm((vm) => {
       using g = vm.createGuestMemfd({ size: 4 * PAGE });
@@ -242,5 +242,14 @@ describeKvm('guest_memfd: fallocate', () => {
       g.close();
       expectKvmError(() => g.allocate(0, PAGE), 'ECLOSED');
       expectKvmError(() => g.fd, 'ECLOSED');
+    }));
+});
+
+describeUnless(kvmUnavailable ?? (guestMemfdUnavailable ? undefined : 'this kernel has guest_memfd (run LAB_KERNEL=6.12 npm run test:lab for one without)'), 'guest_memfd absent', () => {
+  it('is detected, and createGuestMemfd fails with EOPNOTSUPP before the kernel', () =>
+    withVm((vm) => {
+      expect(vm.capabilities.guestMemfd).toBe(false);
+      expect(vm.checkExtension('GUEST_MEMFD')).toBe(0);
+      expectKvmError(() => vm.createGuestMemfd({ size: PAGE }), 'EOPNOTSUPP');
     }));
 });

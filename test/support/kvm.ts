@@ -4,7 +4,7 @@
  */
 import { accessSync, constants, existsSync } from 'node:fs';
 import { describe, expect } from 'vitest';
-import { KvmError, PreFaultError } from '../../lib/index.js';
+import { Kvm, KvmError, PreFaultError } from '../../lib/index.js';
 
 /** Why KVM tests cannot run here, or undefined when they can. */
 export const kvmUnavailable: string | undefined = (() => {
@@ -75,4 +75,27 @@ export async function preFaultErrorOf(p: Promise<unknown>): Promise<PreFaultErro
     return e as PreFaultError;
   }
   throw new Error('expected the pre-fault to fail');
+}
+
+/** Why guest_memfd tests cannot run here (no KVM, or a default VM without guest_memfd, as on 6.12). */
+export const guestMemfdUnavailable: string | undefined =
+  kvmUnavailable ??
+  (() => {
+    try {
+      const kvm = Kvm.open();
+      const vm = kvm.createVm();
+      try {
+        return vm.capabilities.guestMemfd ? undefined : 'guest_memfd is not supported on a default VM here (KVM_CAP_GUEST_MEMFD is 0 on the VM fd)';
+      } finally {
+        vm.close();
+        kvm.close();
+      }
+    } catch (e) {
+      return `cannot probe KVM: ${(e as Error).message}`;
+    }
+  })();
+
+/** describe() for suites that need guest_memfd. */
+export function describeGuestMemfd(name: string, fn: () => void): void {
+  describeUnless(guestMemfdUnavailable, name, fn);
 }
