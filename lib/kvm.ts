@@ -186,11 +186,6 @@ export class Kvm extends Resource {
     }
   }
 
-  /** @internal Called by Vm.close(). The Kvm keeps no list of its VMs, so there is nothing to forget. */
-  forgetVm(_vm: Vm): void {}
-
-  /** Closes the system fd. VMs created from it stay usable (the kernel keeps them alive). */
-  protected override onClose(): void {}
 }
 
 function capNumber(name: CapName): number {

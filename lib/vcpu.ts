@@ -32,7 +32,6 @@ export class Vcpu extends Resource {
   /** The VM it belongs to. */
   readonly vm: Vm;
   readonly #fd: number;
-  readonly #run: NativeMapping;
   readonly #runBytes: Uint8Array;
   readonly #owned: { statsFd: number };
   #stats: StatsReader | undefined;
@@ -49,7 +48,6 @@ export class Vcpu extends Resource {
     this.vm = vm;
     this.id = id;
     this.#fd = fd;
-    this.#run = run;
     this.#runBytes = new Uint8Array(run.buffer());
     this.#owned = owned;
   }

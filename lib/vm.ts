@@ -5,7 +5,7 @@
  */
 import { MEMORY_ATTRIBUTE_PRIVATE, type CapName, type GuestMemfdFlag, type VmType, Cap } from './constants.js';
 import { PrivateRanges, type GpaRange } from './attributes.js';
-import { callNative, invalidArgument, KvmError } from './errors.js';
+import { callNative, invalidArgument } from './errors.js';
 import { GuestMemfd, guestMemfdFlagMask, guestMemfdFlagNames, type GuestMemfdOptions } from './guest-memfd.js';
 import { describe, PAGE_SIZE, requirePageAligned, toOptions, toU32, toU64, U64_LIMIT, type U64Like } from './int.js';
 import type { Kvm, KvmCapabilities } from './kvm.js';
@@ -75,7 +75,8 @@ export class Vm extends Resource {
   readonly #watched = new Map<HostMemory, () => void>();
   readonly #owned: { statsFd: number };
   #stats: StatsReader | undefined;
-  #gmemFlags: bigint | undefined;
+  /** Raw KVM_CAP_GUEST_MEMFD_FLAGS of this VM (bits node-kvm may not name yet included). */
+  readonly #gmemFlags: bigint;
   #softMmu: SoftMmu | undefined;
   #memslotGeneration = 0;
   /** @internal The pre-fault engine remembered for this VM (see prefault/engine-choice.ts). */
@@ -101,10 +102,12 @@ export class Vm extends Resource {
         return 0;
       }
     };
-    const gmemFlags = BigInt(vmCap(Cap.GUEST_MEMFD_FLAGS));
+    const guestMemfd = vmCap(Cap.GUEST_MEMFD) > 0;
+    const gmemFlags = guestMemfd ? BigInt(vmCap(Cap.GUEST_MEMFD_FLAGS)) : 0n;
+    this.#gmemFlags = gmemFlags;
     this.#caps = {
       ...caps,
-      guestMemfd: vmCap(Cap.GUEST_MEMFD) > 0,
+      guestMemfd,
       guestMemfdFlags: guestMemfdFlagNames(gmemFlags),
       memoryAttributes: (BigInt(vmCap(Cap.MEMORY_ATTRIBUTES)) & MEMORY_ATTRIBUTE_PRIVATE) !== 0n ? ['private'] : [],
     };
@@ -134,12 +137,7 @@ export class Vm extends Resource {
 
   /** guest_memfd flags this VM accepts (KVM_CAP_GUEST_MEMFD_FLAGS on the VM fd). */
   get guestMemfdFlags(): readonly GuestMemfdFlag[] {
-    return guestMemfdFlagNames(this.#guestMemfdFlagMask());
-  }
-
-  #guestMemfdFlagMask(): bigint {
-    this.#gmemFlags ??= this.#caps.guestMemfd ? BigInt(this.checkExtension('GUEST_MEMFD_FLAGS')) : 0n;
-    return this.#gmemFlags;
+    return this.#caps.guestMemfdFlags;
   }
 
   /**
@@ -155,7 +153,7 @@ export class Vm extends Resource {
     if (size === 0n || size % PAGE_SIZE !== 0n) throw invalidArgument(op, 'size must be a non-zero multiple of 4096', { size });
     if (size >= 1n << 63n) throw invalidArgument(op, 'size is too large', { size });
     const mask = guestMemfdFlagMask(options.flags, op);
-    const supported = this.#guestMemfdFlagMask();
+    const supported = this.#gmemFlags;
     if ((mask & ~supported) !== 0n) {
       const names = guestMemfdFlagNames(supported);
       throw invalidArgument(op, `unsupported guest_memfd flags 0x${(mask & ~supported).toString(16)}; supported: ${names.length ? names.join(', ') : 'none'}`, {
@@ -409,7 +407,6 @@ export class Vm extends Resource {
     this.#vcpus.clear();
     this.#slots.clear();
     this.#invalidationListeners.clear();
-    this.kvm.forgetVm(this);
     if (errors.length) throw errors[0];
   }
 
@@ -486,6 +483,3 @@ export class Vm extends Resource {
     return this.#stats;
   }
 }
-
-/** Re-exported for callers that catch by class. */
-export { KvmError };

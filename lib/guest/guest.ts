@@ -106,8 +106,6 @@ export class Guest implements Disposable {
   readonly memory: HostMemory;
   /** Guest address the program was linked at. */
   readonly codeGpa: bigint;
-  /** Number of ucalls and other stops seen. */
-  stops = 0;
 
   private constructor(vm: Vm, vcpu: Vcpu, memory: HostMemory, codeGpa: bigint) {
     this.vm = vm;
@@ -206,7 +204,6 @@ export class Guest implements Disposable {
   }
 
   #decode(exit: VcpuExit): GuestEvent {
-    this.stops++;
     if (exit.reason !== 'io') return { kind: 'exit', exit };
     const regs = this.vcpu.getRegs();
     const ucall = decodeUcall(exit as IoExit, regs, (gva) => this.readGuestString(gva));

@@ -100,9 +100,9 @@ export async function preFaultMemory(vcpu: Vcpu, range: PreFaultRange, options: 
         input = undefined;
       } else if (req.engine === 'kernel') {
         if (populateHost) await populateHostForKernelStep(params.vm, req.gpa, req.size, threads);
-        input = await runStep(vcpu, () => kernelStepAsync(vcpu, req.gpa, req.size));
+        input = await vcpu.trackStep(() => kernelStepAsync(vcpu, req.gpa, req.size));
       } else {
-        input = await runStep(vcpu, () => softwareStepAsync(params.vm, req.gpa, req.size, params.maxStep('software'), threads));
+        input = await vcpu.trackStep(() => softwareStepAsync(params.vm, req.gpa, req.size, params.maxStep('software'), threads));
       }
     }
   } finally {
@@ -134,9 +134,5 @@ export function preFaultMemorySync(vcpu: Vcpu, range: PreFaultRange, options: Pr
   }
 }
 
-/** Runs an async step while keeping the vcpu's fd alive (close() waits for it). */
-function runStep(vcpu: Vcpu, step: () => Promise<StepOutcome>): Promise<StepOutcome> {
-  return vcpu.trackStep(step);
-}
 
 export { PreFaultError };

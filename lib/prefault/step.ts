@@ -85,7 +85,8 @@ export async function kernelStepAsync(vcpu: Vcpu, gpa: bigint, size: bigint): Pr
 
 /** The Vm's slots as the planner sees them. */
 export function slotViews(vm: Vm): SoftSlotView[] {
-  return vm.memorySlots().map((s) => {
+  // Address space 0 only: the one a vcpu outside SMM (and KVM_PRE_FAULT_MEMORY) uses.
+  return vm.memorySlots().filter((s) => s.slot >> 16 === 0).map((s) => {
     const view: SoftSlotView = {
       slot: s.slot,
       guestPhysAddr: s.guestPhysAddr,
@@ -120,7 +121,8 @@ type Populate =
   | { kind: 'none' };
 
 function populateFor(vm: Vm, plan: PreFaultMapStep): Populate {
-  const slot = vm.memorySlots().find((s) => s.slot === plan.slot);
+  // plan.gpa lies inside the planned slot: the table's O(log n) lookup finds it.
+  const slot = vm.slotAt(plan.gpa);
   if (!slot) return { kind: 'none' };
   const advice = plan.writable ? Mm.MADV_POPULATE_WRITE : Mm.MADV_POPULATE_READ;
   const offsetInSlot = plan.gpa - slot.guestPhysAddr;

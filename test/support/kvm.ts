@@ -68,13 +68,9 @@ export const isKvmPvm = existsSync('/sys/module/kvm_pvm');
 
 /** Awaits a pre-fault that must fail and returns its PreFaultError. */
 export async function preFaultErrorOf(p: Promise<unknown>): Promise<PreFaultError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(PreFaultError);
-    return e as PreFaultError;
-  }
-  throw new Error('expected the pre-fault to fail');
+  const e = await kvmErrorOfAsync(p);
+  expect(e).toBeInstanceOf(PreFaultError);
+  return e as PreFaultError;
 }
 
 /** Why guest_memfd tests cannot run here (no KVM, or a default VM without guest_memfd, as on 6.12). */
