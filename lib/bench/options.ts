@@ -46,6 +46,8 @@ export interface BenchOptions {
   json?: string;
   /** Write the SVG chart here. */
   chart?: string;
+  /** Print every column of the table (the default table fits 100 columns). */
+  wide: boolean;
 }
 
 /** The command line's spelling of the options (strings, as commander gives them). */
@@ -60,6 +62,7 @@ export interface RawBenchOptions {
   reference?: boolean;
   json?: string;
   chart?: string;
+  wide?: boolean;
 }
 
 /**
@@ -160,6 +163,7 @@ export function resolveOptions(raw: RawBenchOptions): BenchOptions {
     reps: parseInteger(raw.reps ?? DEFAULTS.reps, '--reps', 1, 1000),
     warmup: parseInteger(raw.warmup ?? DEFAULTS.warmup, '--warmup', 0, 100),
     reference: raw.reference !== false,
+    wide: raw.wide === true,
   };
   if (raw.json !== undefined) {
     if (raw.json === '') throw new BenchUsageError('--json needs a file name');

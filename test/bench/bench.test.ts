@@ -92,6 +92,7 @@ describe('bench arguments', () => {
       reps: 5,
       warmup: 1,
       reference: true,
+      wide: false,
     });
     expect(DEFAULTS.sizes).toBe('256M');
     const r = resolveOptions({ sizes: '4M', method: 'auto,demand', threads: '2,1,2', access: 'read,write', reps: '1', warmup: '0', reference: false, json: 'x.json', chart: 'x.svg' });
@@ -179,6 +180,12 @@ describeKvm('bench run (tiny)', () => {
     expect(code, io.err()).toBe(0);
     expect(io.out()).toMatch(/^variant +prep ms +1st ms/m);
     expect(io.out()).toContain('anon auto');
+    // Results, not our acceptance goals; the table and the lines fit 100 columns.
+    expect(io.out()).not.toMatch(/target|not met/i);
+    for (const line of io.out().split('\n')) expect(line.length, line).toBeLessThanOrEqual(100);
+    expect(io.out()).toMatch(/auto \(pre-fault\) vs demand faulting/);
+    // Without a terminal: one progress line per finished variant on stderr.
+    expect(io.err().split('\n').filter((l) => /^bench: \d+\/8 /.test(l))).toHaveLength(8);
 
     const report = JSON.parse(readFileSync(json, 'utf8')) as BenchReport;
     expect(report.schema).toBe('node-kvm-bench/1');
@@ -229,9 +236,19 @@ describeKvm('bench run (tiny)', () => {
     expect(report.goals.autoVsDemand.map((g) => [g.backing, g.target])).toEqual([['anon', 4], ['thp', 30]]);
     expect(report.goals.autoVsDemand[0]).toMatchObject({ firstPassSpeedup: expect.any(Number), totalSpeedup: expect.any(Number), met: expect.any(Boolean) });
     expect(report.goals.nodeVsC.target).toBe(1.05);
+    expect(report.goals.autoVsExplicit.target).toBe(1.02);
 
     const chart = readFileSync(svg, 'utf8');
     expect(chart.startsWith('<svg')).toBe(true);
     expect(chart).toContain('anon demand');
+    expect(chart).toContain('node-kvm first pass');
+    expect(Number(/^<svg[^>]* width="(\d+)"/.exec(chart)![1])).toBeLessThanOrEqual(1000);
+    for (const m of chart.matchAll(/font-size="(\d+)"/g)) expect(Number(m[1])).toBeGreaterThanOrEqual(11);
+  });
+
+  it('--wide prints every column', async () => {
+    const io = capture();
+    expect(await main(['bench', '--sizes', '2M', '--backing', 'anon', '--method', 'demand', '--reps', '1', '--warmup', '0', '--no-reference', '--wide'], io), io.err()).toBe(0);
+    expect(io.out()).toMatch(/^variant +prep ms +1st ms +2nd ms +total ns\/pg +min-max +1st ns\/pg +exits +pf +VM 4k\/2m +pre-fault +C ns\/pg/m);
   });
 });
