@@ -15,7 +15,7 @@ export { Cap, VM_TYPES, GUEST_MEMFD_FLAGS, MemFlag, ADVICE, type CapName, type V
 export type { CpuidEntry } from './cpuid.js';
 export type { Regs, Sregs, Segment, DescriptorTable } from './regs.js';
 export type { VcpuExit, IoExit, MmioExit, MemoryFaultExit, FailEntryExit, InternalErrorExit, SystemEventExit, IntrExit, OtherExit } from './exit.js';
-export type { Stats, StatDescriptor } from './stats.js';
+export type { Stats, StatDescriptor, StatType, StatUnit, StatValue, TypedStats, VmStats, VcpuStats, VmStatTypes, VcpuStatTypes } from './stats.js';
 export { PAGE_SIZE, type U64Like } from './int.js';
 export { addonPath } from './native.js';
 export * as guest from './guest/index.js';

@@ -10,7 +10,7 @@ import { Mm } from './constants.js';
 import { native, type NativeMapping } from './native.js';
 import { decodeRegs, decodeSregs, encodeRegs, encodeSregs, REG_NAMES, type Regs, type Segment, type Sregs } from './regs.js';
 import { Resource } from './resource.js';
-import { StatsReader, type StatDescriptor, type Stats } from './stats.js';
+import { StatsReader, type StatDescriptor, type VcpuStats } from './stats.js';
 import type { Vm } from './vm.js';
 import { preFaultMemory, preFaultMemorySync } from './prefault/run.js';
 import type { PreFaultOptions, PreFaultRange, PreFaultResult } from './prefault/contract.js';
@@ -208,8 +208,8 @@ export class Vcpu extends Resource {
   }
 
   /** Binary statistics of this vcpu, by name (e.g. 'exits', 'pf_taken'). */
-  stats(): Stats {
-    return this.#statsReader().read();
+  stats(): VcpuStats {
+    return this.#statsReader().read<VcpuStats>();
   }
 
   /** Descriptors of the statistics stats() returns. */

@@ -13,7 +13,7 @@ import { checkSlot, slotFlags, SlotTable, type MemorySlot, type SlotLimits, type
 import { HostMemory, type AllocateMemoryOptions } from './memory.js';
 import { native } from './native.js';
 import { Resource } from './resource.js';
-import { StatsReader, type StatDescriptor, type Stats } from './stats.js';
+import { StatsReader, type StatDescriptor, type VmStats } from './stats.js';
 import { Vcpu } from './vcpu.js';
 import { SoftMmu } from './soft-mmu/index.js';
 
@@ -350,8 +350,8 @@ export class Vm extends Resource {
   }
 
   /** Binary statistics of the VM, by name. */
-  stats(): Stats {
-    return this.#statsReader().read();
+  stats(): VmStats {
+    return this.#statsReader().read<VmStats>();
   }
 
   /** Descriptors of the statistics stats() returns. */
