@@ -11,20 +11,29 @@ export const EXIT_REASONS: Readonly<Record<number, string>> = {
 
 /** Port I/O exit. `data` is a live view into kvm_run (for 'in', fill it before the next run). */
 export interface IoExit {
+  /** KVM_EXIT_IO. */
   reason: 'io';
+  /** Whether the guest executed IN or OUT. */
   direction: 'in' | 'out';
   /** Bytes per access: 1, 2 or 4. */
   size: number;
+  /** The I/O port. */
   port: number;
+  /** Number of accesses (more than 1 for a REP string instruction). */
   count: number;
+  /** The bytes written (out) or to be read (in): count * size bytes inside kvm_run. */
   data: Uint8Array;
 }
 
 /** MMIO exit (also what a guest access to memory the host cannot back gives on shadow paging). */
 export interface MmioExit {
+  /** KVM_EXIT_MMIO. */
   reason: 'mmio';
+  /** Guest-physical address of the access. */
   physAddr: bigint;
+  /** Whether the guest wrote (true) or read. */
   isWrite: boolean;
+  /** Bytes accessed (1 to 8). */
   len: number;
   /** Live view of the 8 data bytes (for reads, fill before the next run). */
   data: Uint8Array;
@@ -32,9 +41,13 @@ export interface MmioExit {
 
 /** KVM_EXIT_MEMORY_FAULT: KVM could not resolve a guest access. */
 export interface MemoryFaultExit {
+  /** KVM_EXIT_MEMORY_FAULT. */
   reason: 'memory-fault';
+  /** Raw KVM_MEMORY_EXIT_FLAG_* bits. */
   flags: bigint;
+  /** Guest-physical address of the faulting range. */
   gpa: bigint;
+  /** Size of the faulting range in bytes. */
   size: bigint;
   /** KVM_MEMORY_EXIT_FLAG_PRIVATE: the access was to private memory. */
   private: boolean;
@@ -42,32 +55,43 @@ export interface MemoryFaultExit {
 
 /** Entry failed (invalid guest state). */
 export interface FailEntryExit {
+  /** KVM_EXIT_FAIL_ENTRY. */
   reason: 'fail-entry';
+  /** The hardware's VM-entry failure reason (VMX exit qualification or SVM exit code). */
   hardwareEntryFailureReason: bigint;
+  /** The host CPU the entry was attempted on. */
   cpu: number;
 }
 
 /** KVM's internal error (often emulation failure). */
 export interface InternalErrorExit {
+  /** KVM_EXIT_INTERNAL_ERROR. */
   reason: 'internal-error';
+  /** KVM_INTERNAL_ERROR_* (1 = emulation failure). */
   suberror: number;
+  /** Extra words KVM attached (up to 16). */
   data: bigint[];
 }
 
 /** Guest-initiated system event (shutdown, reset, crash). */
 export interface SystemEventExit {
+  /** KVM_EXIT_SYSTEM_EVENT. */
   reason: 'system-event';
+  /** KVM_SYSTEM_EVENT_* (1 shutdown, 2 reset, 3 crash, ...). */
   type: number;
+  /** Event-specific data words. */
   data: bigint[];
 }
 
 /** KVM_RUN returned EINTR: a signal or immediate_exit, the vcpu can be run again. */
 export interface IntrExit {
+  /** KVM_RUN was interrupted (EINTR). */
   reason: 'intr';
 }
 
 /** Any other exit, by name (or 'unknown-<n>'). */
 export interface OtherExit {
+  /** The exit's name from EXIT_REASONS, or 'unknown-<n>'. */
   reason: 'hlt' | 'shutdown' | 'exception' | 'debug' | 'hypercall' | 'nmi' | 'irq-window-open' | 'unknown' | string;
   /** The raw KVM_EXIT_* number. */
   code: number;

@@ -25,7 +25,9 @@ export interface VmOptions {
 
 /** Options of Vm.setMemoryRegion(). */
 export interface SetMemoryRegionOptions {
+  /** Slot id: bits 0-15 the slot, bits 16 and up the address space. */
   slot: number;
+  /** Guest-physical address where the slot starts; 4 KiB aligned. */
   guestPhysAddr: U64Like;
   /** Default: the memory's size minus memoryOffset. */
   size?: U64Like;
@@ -37,8 +39,11 @@ export interface SetMemoryRegionOptions {
   userspaceAddr?: U64Like;
   /** Bind the slot to a guest_memfd (KVM_MEM_GUEST_MEMFD) for private memory. */
   guestMemfd?: GuestMemfd;
+  /** Offset of the slot inside `guestMemfd`; default 0. 4 KiB aligned; offset + size within the file. */
   guestMemfdOffset?: U64Like;
+  /** KVM_MEM_READONLY: guest writes exit as MMIO (needs readonlyMem). */
   readonly?: boolean;
+  /** KVM_MEM_LOG_DIRTY_PAGES: track pages the guest writes. */
   logDirtyPages?: boolean;
   /** Which ioctl: 'auto' (REGION2 when available), 'v1' or 'v2'. */
   api?: 'auto' | 'v1' | 'v2';
@@ -46,8 +51,11 @@ export interface SetMemoryRegionOptions {
 
 /** Options of Vm.setMemoryAttributes(). */
 export interface MemoryAttributesOptions {
+  /** Start of the range; 4 KiB aligned. */
   guestPhysAddr: U64Like;
+  /** Size of the range in bytes; a non-zero multiple of 4 KiB. */
   size: U64Like;
+  /** Make the range private (KVM_MEMORY_ATTRIBUTE_PRIVATE) or shared. */
   private: boolean;
 }
 
@@ -61,6 +69,7 @@ export type InvalidationListener = (gpa: bigint, size: bigint, reason: Invalidat
 export class Vm extends Resource {
   /** The Kvm it was created from. */
   readonly kvm: Kvm;
+  /** The VM type it was created with. */
   readonly type: VmType;
   /** Identity used to tell whether a guest_memfd belongs to this VM. */
   readonly id: symbol = Symbol('Vm');

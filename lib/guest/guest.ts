@@ -45,7 +45,9 @@ export type GuestEvent = Ucall | { kind: 'exit'; exit: VcpuExit };
 /** The guest reported an assertion failure (ABORT ucall). */
 export class GuestAbortError extends KvmError {
   constructor(
+    /** The message the guest passed with its ABORT ucall. */
     readonly guestMessage: string,
+    /** The value the guest passed with it. */
     readonly value: bigint,
   ) {
     super(`guest assertion failed: ${guestMessage} (value 0x${value.toString(16)})`, {
@@ -60,7 +62,10 @@ export class GuestAbortError extends KvmError {
 
 /** The guest stopped for something the caller did not expect. */
 export class GuestExitError extends KvmError {
-  constructor(readonly event: GuestEvent) {
+  constructor(
+    /** What stopped the guest. */
+    readonly event: GuestEvent,
+  ) {
     super(`unexpected guest stop: ${describeEvent(event)}`, { code: 'EGUESTEXIT', errno: 0, syscall: 'ioctl', ioctl: 'KVM_RUN', args: { event: describeEvent(event) } });
     this.name = 'GuestExitError';
   }
@@ -80,7 +85,9 @@ const TABLES_END = DEFAULT_GUEST_LAYOUT.codeGpa;
 
 /** A vcpu ready to run a program in 64-bit CPL3 mode. */
 export class Guest implements Disposable {
+  /** The VM the guest runs in. */
   readonly vm: Vm;
+  /** The vcpu running the program. */
   readonly vcpu: Vcpu;
   /** The system memory (tables, code, stack) at gpa 0. */
   readonly memory: HostMemory;
