@@ -65,6 +65,9 @@ t0=$(now_ms)
 install_ms=$(( $(now_ms) - t0 ))
 say "installed with --ignore-scripts, no compiler on PATH, in $install_ms ms"
 [ -d "$app/node_modules/node-kvm/build" ] && fail 'the install produced a build/ directory'
+deps=$(cd "$app" && nocc npm ls --all --omit=dev --omit=optional --parseable 2>/dev/null | tail -n +2 | sed 's|.*/node_modules/||')
+if printf '%s\n' "$deps" | grep -Eq '^(vega|d3-|canvas)'; then fail "charting packages installed: $(printf '%s\n' "$deps" | grep -E '^(vega|d3-|canvas)' | head -5 | tr '\n' ' ')"; fi
+say "dependencies installed: $(printf '%s\n' "$deps" | grep -c .) ($(printf '%s\n' "$deps" | tr '\n' ' '))"
 
 # 4. ESM, CommonJS, the README example, strict TypeScript.
 out=$(cd "$app" && nocc node --input-type=module -e "import { Kvm, addonPath } from 'node-kvm'; const k = Kvm.open(); console.log(k.apiVersion, addonPath()); k.close();")
