@@ -15,6 +15,7 @@ import { expandVariants, referenceSpec } from '../../lib/bench/variants.js';
 import { median, summarize } from '../../lib/bench/stats.js';
 import { completeRep } from '../../lib/bench/metrics.js';
 import { formatTable } from '../../lib/bench/report.js';
+import { autoCostGoals, type VariantResult } from '../../lib/bench/run.js';
 import type { BenchReport } from '../../lib/bench/run.js';
 import { describeKvm } from '../support/kvm.js';
 
@@ -139,6 +140,26 @@ describe('bench plan', () => {
     expect(rep).toMatchObject({ prepNs: 400, totalNsPerPage: 250, prepNsPerPage: 100, firstPassNsPerPage: 150, secondPassNsPerPage: 12.5 });
     // A row with fewer cells (an unavailable variant) spans the columns after the first.
     expect(formatTable(['a', 'bb', 'c'], [['x', '1', '22'], ['long name', 'unavailable: why']])).toBe('a  bb   c\n-  --  --\nx   1  22\nlong name  unavailable: why');
+  });
+});
+
+describe('auto against the engine it picked', () => {
+  const side = (prep: number, total: number, engine?: string) => ({
+    status: 'ok' as const,
+    reps: [{ prefault: engine ? { engine } : undefined }],
+    summary: { prepNs: { median: prep, min: prep * 0.9, max: prep, n: 1 }, totalNsPerPage: { median: total, min: total, max: total, n: 1 } },
+  });
+  const variant = (method: string, threads: number, node: unknown) =>
+    ({ kind: 'guest', backing: 'thp', method, threads, access: 'write', sizeBytes: 256 * M, label: `thp ${method} t${threads}`, node }) as unknown as VariantResult;
+
+  it('compares auto with the explicit variant of the same engine and threads', () => {
+    const goals = autoCostGoals([variant('software', 1, side(30, 200)), variant('software', 2, side(33, 180)), variant('auto', 2, side(40, 190, 'software'))]);
+    expect(goals).toEqual([
+      expect.objectContaining({ engine: 'software', threads: 2, explicit: 'thp software t2', prepRatio: 1.212, totalRatio: 1.056, met: false }),
+    ]);
+    expect(autoCostGoals([variant('software', 2, side(33, 180)), variant('auto', 2, side(33.3, 181, 'software'))])[0]).toMatchObject({ met: true });
+    // No explicit counterpart measured: nothing to compare.
+    expect(autoCostGoals([variant('auto', 2, side(40, 190, 'software'))])).toEqual([]);
   });
 });
 
