@@ -161,7 +161,7 @@ export function resultLines(report: BenchReport): string[] {
   if (a.length) {
     lines.push('auto vs the engine it picked, run explicitly with the same threads:');
     for (const s of a) {
-      lines.push(`  ${groupName(s)}  ${s.explicit}: preparation ${fmtRatio(s.prepRatio)}x, total ${fmtRatio(s.totalRatio)}x`);
+      lines.push(`  ${s.auto} vs ${s.explicit}: preparation ${fmtRatio(s.prepRatio)}x (fastest vs fastest ${fmtRatio(s.prepRatioOfMin)}x), total ${fmtRatio(s.totalRatio)}x`);
     }
   }
   if (report.reference.status !== 'ok') {

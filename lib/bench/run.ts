@@ -60,6 +60,8 @@ export interface AutoCostGoal {
   engine: string;
   /** Populate threads of both. */
   threads: number;
+  /** The auto variant's label ('anon auto (t2)'). */
+  auto: string;
   /** The explicit variant compared against ('anon software t2'). */
   explicit: string;
   /** auto median preparation / explicit median preparation. */
@@ -319,6 +321,7 @@ export function autoCostGoals(results: readonly VariantResult[]): AutoCostGoal[]
       access: auto.access,
       engine,
       threads: auto.threads,
+      auto: auto.label,
       explicit: explicit.label,
       prepRatio,
       totalRatio: ratioOf('totalNsPerPage'),
