@@ -111,7 +111,7 @@ export function renderChartSvg(report: BenchReport): string {
     `<rect width="${W}" height="${H}" fill="white"/>`,
     `<text x="12" y="22" font-size="15" font-weight="bold">${esc(`Guest first touch: ns per 4 KiB page, ${sizes} (log scale, shorter is better)`)}</text>`,
     `<text x="12" y="40" font-size="11" fill="#444">${esc(`median of ${report.options.reps} after ${report.options.warmup} warm-up; whiskers: min-max of the totals; total = preparation + first pass`)}</text>`,
-    `<text x="12" y="55" font-size="11" fill="#444">${esc(`${m.kvmModule ?? 'kvm'} ${m.uname.release}, ${m.cpus} CPUs, ${m.cpuModel ?? 'unknown CPU'}, node ${m.node}`)}</text>`,
+    `<text x="12" y="55" font-size="11" fill="#444">${esc(`${m.kvmModule ?? 'kvm'} ${m.uname.release}, ${m.cpus} CPUs, ${m.cpuModel ?? 'unknown CPU'}, node ${m.node}, load ${m.loadAverage.start[0]} -> ${m.loadAverage.end?.[0] ?? '?'}, ${m.date.slice(0, 10)}`)}</text>`,
   );
   // Legend.
   let lx = 12;
