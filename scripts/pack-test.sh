@@ -7,6 +7,8 @@
 # Then the same tarball without its prebuild, still without a compiler: the
 # install must fail with node-kvm's own message, not a node-gyp traceback.
 #
+# PACK_TEST_NODES="/path/to/node24 ..." also imports it (ESM, CommonJS) and
+# runs the README example with each of those Node binaries.
 # PACK_TEST_SOURCE_BUILD=1 also times an install of the prebuild-less
 # tarball with the compiler on PATH (it compiles the addon: slow).
 # PACK_TEST_KEEP=1 keeps the temporary directory.
@@ -86,6 +88,19 @@ out=$(cd "$app" && nocc node example.mjs) || fail "the README example failed: $o
 printf '%s\n' "$out" | sed 's/^/  example: /'
 printf '%s\n' "$out" | grep -q 'KVM API 12' || fail 'the README example did not print the API version'
 printf '%s\n' "$out" | grep -q 'guest done' || fail 'the README example did not finish its guest'
+
+for other in ${PACK_TEST_NODES:-}; do
+    [ -x "$other" ] || fail "PACK_TEST_NODES: $other is not an executable"
+    ln -sf "$(readlink -f "$other")" "$bin/node"
+    v=$(cd "$app" && nocc node --version)
+    out=$(cd "$app" && nocc node --input-type=module -e "import { Kvm } from 'node-kvm'; const k = Kvm.open(); console.log(k.apiVersion); k.close();")
+    [ "$out" = 12 ] || fail "ESM import on $v printed: $out"
+    out=$(cd "$app" && nocc node --no-warnings -e "const { Kvm } = require('node-kvm'); const k = Kvm.open(); console.log(k.apiVersion); k.close();")
+    [ "$out" = 12 ] || fail "require() on $v printed: $out"
+    (cd "$app" && nocc node example.mjs >/dev/null) || fail "the README example failed on $v"
+    say "on Node $v too: ESM import, require() and the README example"
+    ln -sf "$(readlink -f "$(command -v node)")" "$bin/node"
+done
 
 cat >"$app/check.mts" <<'TS'
 import { Kvm, KvmError, guest, type PreFaultResult } from 'node-kvm';
