@@ -23,6 +23,7 @@ export interface Fpu {
   lastDp: bigint;
   /** XMM0-XMM15 as 128-bit values. */
   xmm: bigint[];
+  /** Ignored by KVM_SET_FPU and left 0 by KVM_GET_FPU (the kernel copies it neither way): use getXsave()/setXsave(). */
   mxcsr: number;
 }
 
