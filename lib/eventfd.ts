@@ -32,6 +32,9 @@ export class EventFd extends Resource {
   /** The uv_poll wait in flight (libuv allows one per fd), shared by concurrent wait() calls. */
   #pending: { promise: Promise<bigint>; cancel(): boolean } | undefined;
   #shared: Promise<bigint> | undefined;
+  /** wait() calls with an AbortSignal still interested in #shared. */
+  #abortable = 0;
+  #plain = 0;
 
   /** eventfd(2) with EFD_CLOEXEC | EFD_NONBLOCK (and EFD_SEMAPHORE if asked). */
   constructor(options: EventFdOptions = {}) {
@@ -81,11 +84,34 @@ export class EventFd extends Resource {
       return Promise.reject(e);
     }
     const shared = this.#startWait();
-    if (!signal) return shared;
+    if (!signal) {
+      this.#plain++;
+      return shared;
+    }
+    this.#abortable++;
     return new Promise<bigint>((resolve, reject) => {
-      const onAbort = (): void => reject(new KvmError('eventfd wait aborted', { code: 'ABORT_ERR', args: { fd: this.#fd } }));
+      let done = false;
+      const onAbort = (): void => {
+        if (done) return;
+        done = true;
+        this.#abortable--;
+        // The last interested waiter gave up: stop polling (nobody would take the count).
+        if (this.#abortable === 0 && this.#plain === 0) this.#pending?.cancel();
+        reject(new KvmError('eventfd wait aborted', { code: 'ABORT_ERR', args: { fd: this.#fd } }));
+      };
       signal.addEventListener('abort', onAbort, { once: true });
-      shared.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+      shared.then(
+        (v) => {
+          if (!done) resolve(v);
+        },
+        (e) => {
+          if (!done) reject(e);
+        },
+      ).finally(() => {
+        if (!done) this.#abortable--;
+        done = true;
+        signal.removeEventListener('abort', onAbort);
+      });
     });
   }
 
@@ -108,6 +134,7 @@ export class EventFd extends Resource {
       } finally {
         this.#pending = undefined;
         this.#shared = undefined;
+        this.#plain = 0;
       }
     });
     this.#shared = shared;
