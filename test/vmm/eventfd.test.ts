@@ -1,6 +1,6 @@
 import { expect, it } from 'vitest';
 import { Worker } from 'node:worker_threads';
-import { EventFd, Kvm } from '../../lib/index.js';
+import { EventFd, Kvm, type MmioExit } from '../../lib/index.js';
 import { Asm, emitUcallDone, Guest } from '../../lib/guest/index.js';
 import { describeKvm, expectKvmError, kvmErrorOfAsync } from '../support/kvm.js';
 
@@ -102,7 +102,7 @@ describeKvm('ioeventfd: a guest write signals an EventFd without an exit to user
     for (;;) {
       const e = await guest.run();
       if (e.kind === 'exit' && e.exit.reason === 'mmio') {
-        events.push(`mmio 0x${e.exit.physAddr.toString(16)}`);
+        events.push(`mmio 0x${(e.exit as MmioExit).physAddr.toString(16)}`);
         continue;
       }
       events.push(e.kind);
