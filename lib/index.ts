@@ -32,7 +32,8 @@ export {
   type GsiRoute, type Msi, type IrqfdOptions, type IoeventfdOptions, type ClockData, type CoalescedMmioZone, type CreateDeviceOptions,
 } from './vm/index.js';
 export {
-  LAPIC_REGISTERS, MP_STATES, VCPU_EVENT_VALID, lapicVectorSet,
+  LAPIC_REGISTERS, MP_STATES, VCPU_EVENT_VALID, SYNC_REGS, lapicVectorSet,
+  type SyncRegs, type SyncRegsKind,
   type MsrEntry, type Fpu, type Xsave, type Xcr, type LapicState, type LapicRegister, type VcpuEvents, type MpState,
   type DebugRegs, type GuestDebugOptions, type Translation, type NestedState, type CoalescedWrite,
 } from './vcpu/index.js';

@@ -277,6 +277,18 @@ export class Vcpu extends Resource {
   setNestedState(nested: state.NestedState): void { state.setNestedState(this, nested); }
   /** KVM_ENABLE_CAP on this vcpu. */
   enableCap(cap: number | CapName, args: readonly (bigint | number)[] = []): void { state.enableVcpuCap(this, cap, args); }
+  /** Sets a bit of kvm_run.kvm_valid_regs (KVM_CAP_SYNC_REGS): KVM fills that part on each exit. */
+  setSyncValidReg(kind: state.SyncRegsKind): void { state.setSyncValidReg(this, this.#runBytes, kind); }
+  /** Clears a bit of kvm_valid_regs. */
+  clearSyncValidReg(kind: state.SyncRegsKind): void { state.clearSyncValidReg(this, this.#runBytes, kind); }
+  /** Sets a bit of kvm_dirty_regs: KVM loads that part from kvm_run on the next run. */
+  setSyncDirtyReg(kind: state.SyncRegsKind): void { state.setSyncDirtyReg(this, this.#runBytes, kind); }
+  /** Clears a bit of kvm_dirty_regs. */
+  clearSyncDirtyReg(kind: state.SyncRegsKind): void { state.clearSyncDirtyReg(this, this.#runBytes, kind); }
+  /** The synchronized registers in kvm_run (as of the last exit). */
+  syncRegs(): state.SyncRegs { return state.syncRegs(this, this.#runBytes); }
+  /** Writes synchronized registers into kvm_run and marks them dirty for the next run. */
+  setSyncRegs(parts: Partial<state.SyncRegs>): void { state.setSyncRegs(this, this.#runBytes, parts); }
   /** Drains the coalesced MMIO ring (writes to Vm.registerCoalescedMmio zones), oldest first. */
   coalescedMmioRead(): state.CoalescedWrite[] { this.assertOpen('coalescedMmioRead'); return state.readCoalescedMmio(this, this.#runBytes); }
 

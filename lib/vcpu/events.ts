@@ -27,7 +27,8 @@ export interface VcpuEvents {
 /** KVM_VCPUEVENT_VALID_* flags. */
 export const VCPU_EVENT_VALID = { NMI_PENDING: 1, SIPI_VECTOR: 2, SHADOW: 4, SMM: 8, PAYLOAD: 16, TRIPLE_FAULT: 32 } as const;
 
-function decodeEvents(bytes: Uint8Array): VcpuEvents {
+/** Decodes struct kvm_vcpu_events (also the events part of kvm_run's sync registers). */
+export function decodeEvents(bytes: Uint8Array): VcpuEvents {
   const v = view(bytes);
   const u8 = (o: number): number => v.getUint8(o);
   return {
@@ -43,7 +44,8 @@ function decodeEvents(bytes: Uint8Array): VcpuEvents {
   };
 }
 
-function encodeEvents(e: VcpuEvents): Uint8Array {
+/** Encodes struct kvm_vcpu_events. */
+export function encodeEvents(e: VcpuEvents): Uint8Array {
   const bytes = new Uint8Array(64);
   const v = view(bytes);
   const u8 = (o: number, x: number): void => v.setUint8(o, x);

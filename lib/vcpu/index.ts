@@ -4,3 +4,4 @@ export * from './fpu.js';
 export * from './lapic.js';
 export * from './events.js';
 export * from './control.js';
+export * from './sync-regs.js';
