@@ -9,6 +9,7 @@ import { native } from './native.js';
 import { Resource } from './resource.js';
 import { Vm, type VmOptions } from './vm.js';
 import * as msrs from './vcpu/msrs.js';
+import { createVmFromRawFd } from './vm/adopt.js';
 
 /** Options for Kvm.open(). */
 export interface KvmOpenOptions {
@@ -164,6 +165,8 @@ export class Kvm extends Resource {
   getMsrFeatures(indices: readonly number[]): msrs.MsrEntry[] { return msrs.getMsrFeatures(this, indices); }
   /** KVM_GET_EMULATED_CPUID. */
   emulatedCpuid(): CpuidEntry[] { return msrs.emulatedCpuid(this); }
+  /** Takes ownership of a VM fd made elsewhere (checked to be one); see lib/vm/adopt.ts. */
+  createVmFromRawFd(fd: number, options: { type?: VmType } = {}): Vm { return createVmFromRawFd(this, fd, options); }
 
   /**
    * KVM_CREATE_VM. The type is checked against KVM_CAP_VM_TYPES first so an

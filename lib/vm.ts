@@ -346,6 +346,23 @@ export class Vm extends Resource {
     return vcpu;
   }
 
+  /**
+   * Takes ownership of a vcpu fd made elsewhere for this VM (checked with
+   * KVM_GET_REGS), maps its kvm_run and registers it as vcpu `id`.
+   */
+  createVcpuFromRawFd(fd: number, id: number): Vcpu {
+    const op = 'createVcpuFromRawFd';
+    this.assertOpen(op);
+    const n = toU32(fd, 'fd', op);
+    const vcpuId = toU32(id, 'id', op);
+    if (this.#vcpus.has(vcpuId) && !this.#vcpus.get(vcpuId)!.closed) throw invalidArgument(op, `vcpu ${vcpuId} already exists`, { id: vcpuId }, 'EEXIST');
+    callNative('KVM_GET_REGS', { fd: n, what: 'vcpu fd check' }, () => native.getRegs(n));
+    const vcpu = Vcpu.wrap(this, vcpuId, n, this.#caps.vcpuMmapSize);
+    this.#vcpus.set(vcpuId, vcpu);
+    this.#children.add(vcpu);
+    return vcpu;
+  }
+
   /** Vcpus created and not closed. */
   vcpus(): Vcpu[] {
     return [...this.#vcpus.values()].filter((v) => !v.closed);
