@@ -17,7 +17,7 @@ import { StatsReader, type StatDescriptor, type Stats } from './stats.js';
 import { Vcpu } from './vcpu.js';
 import { SoftMmu } from './soft-mmu/index.js';
 import * as vmm from './vm/index.js';
-import type { Device } from './device.js';
+import type { Device, DeviceType } from './device.js';
 
 /** Options of Kvm.createVm(). */
 export interface VmOptions {
@@ -411,8 +411,10 @@ export class Vm extends Resource {
   getDirtyLog(slot: number, into?: BigUint64Array): vmm.DirtyLog { return vmm.getDirtyLog(this, slot, into); }
   /** KVM_CLEAR_DIRTY_LOG (after enableCap('MANUAL_DIRTY_LOG_PROTECT2', [...])). */
   clearDirtyLog(slot: number, firstPage: U64Like, numPages: number): void { vmm.clearDirtyLog(this, slot, firstPage, numPages); }
-  /** KVM_CREATE_DEVICE (closed with the VM). */
-  createDevice(type: Parameters<typeof vmm.createDevice>[1], options: vmm.CreateDeviceOptions = {}): Device | undefined { return vmm.createDevice(this, type, options); }
+  /** KVM_CREATE_DEVICE (closed with the VM); with { test: true } only checks the type can be created. */
+  createDevice(type: DeviceType | number, options?: { test?: false }): Device;
+  createDevice(type: DeviceType | number, options: { test: true }): undefined;
+  createDevice(type: DeviceType | number, options: vmm.CreateDeviceOptions = {}): Device | undefined { return vmm.createDevice(this, type, options); }
   /** KVM_REGISTER_COALESCED_MMIO. */
   registerCoalescedMmio(zone: vmm.CoalescedMmioZone): void { vmm.registerCoalescedMmio(this, zone); }
   /** KVM_UNREGISTER_COALESCED_MMIO. */

@@ -3,9 +3,8 @@
  * index lists and the feature MSRs (KVM_CAP_GET_MSR_FEATURES).
  * struct kvm_msrs ends in a flexible array of 16-byte kvm_msr_entry.
  */
-import { KvmError } from '../errors.js';
 import { decodeCpuid, type CpuidEntry } from '../cpuid.js';
-import { callNative, toKvmError } from '../errors.js';
+import { callNative, KvmError, toKvmError } from '../errors.js';
 import type { Kvm } from '../kvm.js';
 import { native } from '../native.js';
 import type { Vcpu } from '../vcpu.js';

@@ -72,6 +72,19 @@ describeKvm('EventFd', () => {
     await new Promise((r) => w.once('exit', r));
     expect(await waiting).toBe(7n);
   });
+
+  it('a worker with a wait pending still terminates (the poll is closed by the env cleanup hook)', async () => {
+    const src = `const { workerData, parentPort } = require('node:worker_threads');
+      const addon = require(workerData.addon);
+      const fd = addon.eventfdCreate(0, false);
+      addon.eventfdWait(fd).promise.catch(() => {});
+      parentPort.postMessage('waiting');`;
+    const { addonPath } = await import('../../lib/native.js');
+    const w = new Worker(src, { eval: true, workerData: { addon: addonPath() } });
+    await new Promise((r) => w.once('message', r));
+    // The pending uv_poll keeps the worker's loop alive; terminate() must still end it.
+    expect(await w.terminate()).toBe(1);
+  });
 });
 
 describeKvm('ioeventfd: a guest write signals an EventFd without an exit to userspace', () => {

@@ -54,7 +54,7 @@ describeKvm('devices (KVM_CREATE_DEVICE)', () => {
     using kvm = Kvm.open();
     const vm = kvm.createVm();
     expect(vm.createDevice('vfio', { test: true })).toBeUndefined();
-    const dev = vm.createDevice('vfio')!;
+    const dev = vm.createDevice('vfio');
     expect(dev).toBeInstanceOf(Device);
     expect(dev.type).toBe(4);
     expect(dev.hasAttr({ group: 1, attr: 1 })).toBe(true); // KVM_DEV_VFIO_FILE / _ADD
