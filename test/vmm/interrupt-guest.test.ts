@@ -1,7 +1,7 @@
 import { expect, it } from 'vitest';
 import { EventFd, Kvm, type Vm } from '../../lib/index.js';
-import { Asm, emitCountingHandler, emitUcallAbort, emitUcallDone, emitUcallSync, Guest, installUserIdt, type GuestEvent } from '../../lib/guest/index.js';
-import { describeKvm } from '../support/kvm.js';
+import { Asm, emitCountingHandler, emitSti, emitUcallAbort, emitUcallDone, emitUcallSync, Guest, installUserIdt, type GuestEvent } from '../../lib/guest/index.js';
+import { describeKvm, isKvmPvm } from '../support/kvm.js';
 
 const VECTOR = 0x40;
 const GSI = 17; // an IOAPIC-only pin: the PICs see GSIs 0-15
@@ -135,5 +135,25 @@ describeKvm('KVM_INTERRUPT without the in-kernel irqchip', () => {
     const stops = await runRaising(guest, () => guest.vcpu.interrupt(VECTOR));
     expect(stops.filter((s) => s !== 'heartbeat')).toEqual(['ready', 'done']);
     expect(new DataView(guest.memory.bytes.buffer, guest.memory.bytes.byteOffset).getBigUint64(Number(COUNTER), true)).toBe(1n);
+  });
+});
+
+describeKvm('STI at CPL3 (why the tests set RFLAGS.IF from the host)', () => {
+  it(`${isKvmPvm ? 'kvm_pvm raises #GP' : 'real KVM allows it with IOPL 3'}`, async () => {
+    using kvm = Kvm.open();
+    using vm = kvm.createVm();
+    const a = new Asm();
+    emitSti(a);
+    emitUcallSync(a, 1);
+    emitUcallDone(a);
+    a.label('gp');
+    emitUcallSync(a, 13);
+    emitUcallDone(a);
+    using guest = Guest.create(vm, { program: a });
+    installUserIdt(guest.vcpu, guest.memory, new Map([[13, a.link(guest.codeGpa).labels.get('gp')!]]));
+    const e = await guest.run();
+    expect(e.kind).toBe('sync');
+    // kvm_pvm runs the guest at hardware CPL3 with a virtual IOPL: STI traps and is reflected as #GP.
+    expect(e.kind === 'sync' && e.args[0]).toBe(isKvmPvm ? 13n : 1n);
   });
 });
