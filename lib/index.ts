@@ -24,3 +24,16 @@ export {
   type PreFaultRange, type PreFaultOptions, type PreFaultResult, type PreFaultLevels, type PreFaultEngineName, type PreFaultEngineChoice,
 } from './prefault/index.js';
 export { SoftMmu, type PageLevel, type SoftMmuLeaf, type SoftMmuStats } from './soft-mmu/index.js';
+export { EventFd, type EventFdOptions } from './eventfd.js';
+export { Device, DEVICE_TYPES, type DeviceType, type DeviceAttrId, type DeviceAttrValue } from './device.js';
+export {
+  DirtyLog, IRQCHIP_IDS, CLOCK_FLAGS,
+  type IrqchipId, type IrqchipState, type PicState, type IoapicState, type PitState, type PitChannelState, type CreatePit2Options,
+  type GsiRoute, type Msi, type IrqfdOptions, type IoeventfdOptions, type ClockData, type CoalescedMmioZone, type CreateDeviceOptions,
+} from './vm/index.js';
+export {
+  LAPIC_REGISTERS, MP_STATES, VCPU_EVENT_VALID, SYNC_REGS, lapicVectorSet,
+  type SyncRegs, type SyncRegsKind,
+  type MsrEntry, type Fpu, type Xsave, type Xcr, type LapicState, type LapicRegister, type VcpuEvents, type MpState,
+  type DebugRegs, type GuestDebugOptions, type Translation, type NestedState, type CoalescedWrite,
+} from './vcpu/index.js';

@@ -8,6 +8,8 @@ import { describe, toOptions, toU32 } from './int.js';
 import { native } from './native.js';
 import { Resource } from './resource.js';
 import { Vm, type VmOptions } from './vm.js';
+import * as msrs from './vcpu/msrs.js';
+import { createVmFromRawFd } from './vm/adopt.js';
 
 /** Options for Kvm.open(). */
 export interface KvmOpenOptions {
@@ -168,6 +170,17 @@ export class Kvm extends Resource {
       }
     }
   }
+
+  /** KVM_GET_MSR_INDEX_LIST: MSRs KVM saves/restores for a vcpu. */
+  msrIndexList(): number[] { return msrs.msrIndexList(this); }
+  /** KVM_GET_MSR_FEATURE_INDEX_LIST: feature MSRs getMsrFeatures() reads. */
+  msrFeatureIndexList(): number[] { return msrs.msrFeatureIndexList(this); }
+  /** KVM_GET_MSRS on the system fd: feature MSR values. */
+  getMsrFeatures(indices: readonly number[]): msrs.MsrEntry[] { return msrs.getMsrFeatures(this, indices); }
+  /** KVM_GET_EMULATED_CPUID. */
+  emulatedCpuid(): CpuidEntry[] { return msrs.emulatedCpuid(this); }
+  /** Takes ownership of a VM fd made elsewhere (checked to be one); see lib/vm/adopt.ts. */
+  createVmFromRawFd(fd: number, options: { type?: VmType } = {}): Vm { return createVmFromRawFd(this, fd, options); }
 
   /**
    * KVM_CREATE_VM. The type is checked against KVM_CAP_VM_TYPES first so an

@@ -4,7 +4,9 @@
  * attached here as preFaultMemory()/preFaultMemorySync().
  */
 import { encodeCpuid, type CpuidEntry } from './cpuid.js';
-import { callNative, errnoError, invalidArgument, KvmError } from './errors.js';
+import { callNative, errnoError, invalidArgument, KvmError, type ErrorArgs } from './errors.js';
+import type { CapName } from './constants.js';
+import * as state from './vcpu/index.js';
 import { decodeExit, type VcpuExit } from './exit.js';
 import { Mm } from './constants.js';
 import { native, type NativeMapping } from './native.js';
@@ -206,6 +208,89 @@ export class Vcpu extends Resource {
   trackStep<T>(step: () => Promise<T>): Promise<T> {
     return this.track('KVM_PRE_FAULT_MEMORY', step);
   }
+
+  /**
+   * @internal Runs one vcpu ioctl: asserts open, answers EBUSY at once while
+   * this vcpu is in KVM_RUN (never blocks on the kernel's vcpu mutex), and
+   * converts failures to KvmError.
+   */
+  ioctl<T>(op: string, args: ErrorArgs, fn: (fd: number) => T): T {
+    this.assertOpen(op);
+    if (this.#running) throw new KvmError(`${op}: vcpu ${this.id} is in KVM_RUN`, { code: 'EBUSY', ioctl: op, args: { ...args, vcpu: this.id } });
+    return callNative(op, args, () => fn(this.#fd));
+  }
+
+  // ---- VMM state (bodies in lib/vcpu/*) ----
+  /** KVM_GET_MSRS; throws naming the first MSR the kernel could not read. */
+  getMsrs(indices: readonly number[]): state.MsrEntry[] { return state.getMsrs(this, indices); }
+  /** KVM_SET_MSRS; a partial set throws KvmError naming the first MSR that failed. */
+  setMsrs(entries: readonly state.MsrEntry[]): void { state.setMsrs(this, entries); }
+  /** KVM_GET_FPU. */
+  getFpu(): state.Fpu { return state.getFpu(this); }
+  /** KVM_SET_FPU (fields not given keep their values). */
+  setFpu(update: Partial<state.Fpu>): void { state.setFpu(this, update); }
+  /** KVM_GET_LAPIC (in-kernel irqchip). */
+  getLapic(): state.LapicState { return state.getLapic(this); }
+  /** KVM_SET_LAPIC (registers not given keep their values). */
+  setLapic(update: Partial<state.LapicState>): void { state.setLapic(this, update); }
+  /** KVM_GET_XSAVE, or KVM_GET_XSAVE2 where the area is larger than 4 KiB. */
+  getXsave(): state.Xsave { return state.getXsave(this); }
+  /** KVM_SET_XSAVE (fields not given keep their values). */
+  setXsave(update: Partial<state.Xsave>): void { state.setXsave(this, update); }
+  /** KVM_GET_XCRS. */
+  getXcrs(): state.Xcr[] { return state.getXcrs(this); }
+  /** KVM_SET_XCRS. */
+  setXcrs(xcrs: readonly state.Xcr[]): void { state.setXcrs(this, xcrs); }
+  /** KVM_GET_VCPU_EVENTS. */
+  getVcpuEvents(): state.VcpuEvents { return state.getVcpuEvents(this); }
+  /** KVM_SET_VCPU_EVENTS (fields not given keep their values). */
+  setVcpuEvents(update: Parameters<typeof state.setVcpuEvents>[1]): void { state.setVcpuEvents(this, update); }
+  /** KVM_GET_DEBUGREGS. */
+  getDebugRegs(): state.DebugRegs { return state.getDebugRegs(this); }
+  /** KVM_SET_DEBUGREGS (fields not given keep their values). */
+  setDebugRegs(update: Partial<state.DebugRegs>): void { state.setDebugRegs(this, update); }
+  /** KVM_GET_MP_STATE. */
+  getMpState(): state.MpState | number { return state.getMpState(this); }
+  /** KVM_SET_MP_STATE. */
+  setMpState(mpState: state.MpState): void { state.setMpState(this, mpState); }
+  /** KVM_SET_GUEST_DEBUG. */
+  setGuestDebug(options: state.GuestDebugOptions): void { state.setGuestDebug(this, options); }
+  /** KVM_TRANSLATE: guest-virtual to guest-physical through the guest's page tables. */
+  translate(gva: bigint | number): state.Translation { return state.translate(this, gva); }
+  /** KVM_INTERRUPT: queue an external interrupt (VMs without the in-kernel irqchip). */
+  interrupt(vector: number): void { state.interrupt(this, vector); }
+  /** KVM_NMI. */
+  nmi(): void { state.nmi(this); }
+  /** KVM_SMI. */
+  smi(): void { state.smi(this); }
+  /** KVM_GET_CPUID2. */
+  getCpuid(): CpuidEntry[] { return state.getCpuid(this); }
+  /** KVM_GET_TSC_KHZ. */
+  getTscKhz(): number { return state.getTscKhz(this); }
+  /** KVM_SET_TSC_KHZ. */
+  setTscKhz(khz: number): void { state.setTscKhz(this, khz); }
+  /** KVM_KVMCLOCK_CTRL. */
+  kvmclockCtrl(): void { state.kvmclockCtrl(this); }
+  /** KVM_GET_NESTED_STATE (EOPNOTSUPP where KVM_CAP_NESTED_STATE is 0). */
+  getNestedState(): state.NestedState { return state.getNestedState(this); }
+  /** KVM_SET_NESTED_STATE. */
+  setNestedState(nested: state.NestedState): void { state.setNestedState(this, nested); }
+  /** KVM_ENABLE_CAP on this vcpu. */
+  enableCap(cap: number | CapName, args: readonly (bigint | number)[] = []): void { state.enableVcpuCap(this, cap, args); }
+  /** Sets a bit of kvm_run.kvm_valid_regs (KVM_CAP_SYNC_REGS): KVM fills that part on each exit. */
+  setSyncValidReg(kind: state.SyncRegsKind): void { state.setSyncValidReg(this, this.#runBytes, kind); }
+  /** Clears a bit of kvm_valid_regs. */
+  clearSyncValidReg(kind: state.SyncRegsKind): void { state.clearSyncValidReg(this, this.#runBytes, kind); }
+  /** Sets a bit of kvm_dirty_regs: KVM loads that part from kvm_run on the next run. */
+  setSyncDirtyReg(kind: state.SyncRegsKind): void { state.setSyncDirtyReg(this, this.#runBytes, kind); }
+  /** Clears a bit of kvm_dirty_regs. */
+  clearSyncDirtyReg(kind: state.SyncRegsKind): void { state.clearSyncDirtyReg(this, this.#runBytes, kind); }
+  /** The synchronized registers in kvm_run (as of the last exit). */
+  syncRegs(): state.SyncRegs { return state.syncRegs(this, this.#runBytes); }
+  /** Writes synchronized registers into kvm_run and marks them dirty for the next run. */
+  setSyncRegs(parts: Partial<state.SyncRegs>): void { state.setSyncRegs(this, this.#runBytes, parts); }
+  /** Drains the coalesced MMIO ring (writes to Vm.registerCoalescedMmio zones), oldest first. */
+  coalescedMmioRead(): state.CoalescedWrite[] { this.assertOpen('coalescedMmioRead'); return state.readCoalescedMmio(this, this.#runBytes); }
 
   /** Binary statistics of this vcpu, by name (e.g. 'exits', 'pf_taken'). */
   stats(): VcpuStats {
