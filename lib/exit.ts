@@ -1,22 +1,51 @@
-/** Decoding of kvm_run after KVM_RUN returns: a typed exit. */
+/**
+ * Decoding of kvm_run after KVM_RUN returns: a typed exit, one interface per
+ * KVM_EXIT_* reason, discriminated by `reason` so `if (exit.reason === 'io')`
+ * narrows to IoExit.
+ *
+ * Liveness (docs/exits.md): numbers and bigints are copied out of kvm_run
+ * when the exit is decoded. The `data` byte views of 'io' and 'mmio' are live
+ * views into kvm_run, valid until the next run of the vcpu: that is how an
+ * IN or an MMIO read gets its result (write the bytes, then run again). The
+ * reply methods (MSR, hypercall, Hyper-V, Xen, TDX) write into kvm_run too
+ * and throw ESTALE once the vcpu has run again.
+ */
+import { KvmError } from './errors.js';
+import { KVM_RUN_LAYOUT as L } from './exit-layout.js';
 
-/** KVM_EXIT_* numbers by name, for the exits node-kvm decodes. */
+export { KVM_RUN_LAYOUT } from './exit-layout.js';
+
+/** KVM_EXIT_* numbers (x86-64 and the common ones), from the kernel's uapi. */
+export const ExitCode = {
+  UNKNOWN: 0, EXCEPTION: 1, IO: 2, HYPERCALL: 3, DEBUG: 4, HLT: 5, MMIO: 6, IRQ_WINDOW_OPEN: 7,
+  SHUTDOWN: 8, FAIL_ENTRY: 9, INTR: 10, SET_TPR: 11, TPR_ACCESS: 12, NMI: 16, INTERNAL_ERROR: 17,
+  SYSTEM_EVENT: 24, IOAPIC_EOI: 26, HYPERV: 27, X86_RDMSR: 29, X86_WRMSR: 30, DIRTY_RING_FULL: 31,
+  AP_RESET_HOLD: 32, X86_BUS_LOCK: 33, XEN: 34, NOTIFY: 37, MEMORY_FAULT: 39, TDX: 40,
+} as const;
+
+/** KVM_EXIT_* numbers by the `reason` node-kvm gives them. */
 export const EXIT_REASONS: Readonly<Record<number, string>> = {
   0: 'unknown', 1: 'exception', 2: 'io', 3: 'hypercall', 4: 'debug', 5: 'hlt', 6: 'mmio',
   7: 'irq-window-open', 8: 'shutdown', 9: 'fail-entry', 10: 'intr', 11: 'set-tpr', 12: 'tpr-access',
   16: 'nmi', 17: 'internal-error', 24: 'system-event', 26: 'ioapic-eoi', 27: 'hyperv',
   29: 'x86-rdmsr', 30: 'x86-wrmsr', 31: 'dirty-ring-full', 32: 'ap-reset-hold', 33: 'x86-bus-lock',
-  37: 'notify', 39: 'memory-fault', 40: 'tdx',
+  34: 'xen', 37: 'notify', 39: 'memory-fault', 40: 'tdx',
 };
 
-/** Port I/O exit. `data` is a live view into kvm_run (for 'in', fill it before the next run). */
+/** Port I/O exit (KVM_EXIT_IO). */
 export interface IoExit {
   reason: 'io';
   direction: 'in' | 'out';
   /** Bytes per access: 1, 2 or 4. */
   size: number;
   port: number;
+  /** Number of accesses (more than 1 for REP INS/OUTS). */
   count: number;
+  /**
+   * Live view of the size*count data bytes inside kvm_run (valid until the
+   * next run). For 'out' it holds what the guest wrote; for 'in' write the
+   * value the guest reads into it before running again.
+   */
   data: Uint8Array;
 }
 
@@ -25,12 +54,17 @@ export interface MmioExit {
   reason: 'mmio';
   physAddr: bigint;
   isWrite: boolean;
+  /** Access width in bytes (1..8). */
   len: number;
-  /** Live view of the 8 data bytes (for reads, fill before the next run). */
+  /**
+   * Live view of kvm_run's 8 data bytes (valid until the next run): for a
+   * write the first `len` bytes are what the guest stored; for a read write
+   * the value the guest loads into them before running again.
+   */
   data: Uint8Array;
 }
 
-/** KVM_EXIT_MEMORY_FAULT: KVM could not resolve a guest access. */
+/** KVM_EXIT_MEMORY_FAULT (KVM_RUN failed with EFAULT or EHWPOISON): KVM could not resolve a guest access. */
 export interface MemoryFaultExit {
   reason: 'memory-fault';
   flags: bigint;
@@ -40,80 +74,419 @@ export interface MemoryFaultExit {
   private: boolean;
 }
 
-/** Entry failed (invalid guest state). */
+/** Entry failed (invalid guest state); KVM_EXIT_FAIL_ENTRY. */
 export interface FailEntryExit {
   reason: 'fail-entry';
   hardwareEntryFailureReason: bigint;
+  /** The host CPU the entry was tried on. */
   cpu: number;
 }
 
-/** KVM's internal error (often emulation failure). */
+/** KVM's internal error (often emulation failure); KVM_EXIT_INTERNAL_ERROR. */
 export interface InternalErrorExit {
   reason: 'internal-error';
+  /** KVM_INTERNAL_ERROR_*: 1 emulation, 2 simultaneous exceptions, 3 delivery event, 4 unexpected exit reason. */
   suberror: number;
+  /** The ndata words (at most 16). */
   data: bigint[];
+  /** For an emulation failure that carries them: the bytes of the instruction KVM could not emulate (a copy). */
+  instructionBytes?: Uint8Array;
 }
 
-/** Guest-initiated system event (shutdown, reset, crash). */
+/** Names of the KVM_SYSTEM_EVENT_* types. */
+export const SYSTEM_EVENT_TYPES: Readonly<Record<number, SystemEventType>> = {
+  1: 'shutdown', 2: 'reset', 3: 'crash', 4: 'wakeup', 5: 'suspend', 6: 'sev-term', 7: 'tdx-fatal',
+};
+/** A KVM_SYSTEM_EVENT_* type by name. */
+export type SystemEventType = 'shutdown' | 'reset' | 'crash' | 'wakeup' | 'suspend' | 'sev-term' | 'tdx-fatal' | 'unknown';
+
+/** Guest-initiated system event (shutdown, reset, crash, ...); KVM_EXIT_SYSTEM_EVENT. */
 export interface SystemEventExit {
   reason: 'system-event';
+  /** The KVM_SYSTEM_EVENT_* number. */
   type: number;
+  typeName: SystemEventType;
+  /** data[0], which older kernels call `flags`. */
+  flags: bigint;
+  /** The ndata words (kernels without KVM_CAP_SYSTEM_EVENT_DATA: just flags). */
   data: bigint[];
 }
 
-/** KVM_RUN returned EINTR: a signal or immediate_exit, the vcpu can be run again. */
+/** KVM_RUN returned EINTR (a signal or immediate_exit), or KVM_EXIT_INTR: the vcpu can be run again. */
 export interface IntrExit {
   reason: 'intr';
 }
 
-/** Any other exit, by name (or 'unknown-<n>'). */
-export interface OtherExit {
-  reason: 'hlt' | 'shutdown' | 'exception' | 'debug' | 'hypercall' | 'nmi' | 'irq-window-open' | 'unknown' | string;
+/**
+ * KVM_EXIT_HYPERCALL (KVM_CAP_EXIT_HYPERCALL, e.g. KVM_HC_MAP_GPA_RANGE).
+ * Reply with setReturn() before running again.
+ */
+export interface HypercallExit {
+  reason: 'hypercall';
+  nr: bigint;
+  args: bigint[];
+  /** Bit 0 (KVM_EXIT_HYPERCALL_LONG_MODE): the guest was in 64-bit mode. */
+  flags: bigint;
+  longMode: boolean;
+  /** Writes the value the guest's hypercall returns (kvm_run.hypercall.ret). */
+  setReturn(ret: bigint | number): void;
+}
+
+/** KVM_EXIT_DEBUG (single step, breakpoints, with KVM_SET_GUEST_DEBUG). */
+export interface DebugExit {
+  reason: 'debug';
+  /** The exception vector: 1 (#DB) or 3 (#BP). */
+  exception: number;
+  pc: bigint;
+  dr6: bigint;
+  dr7: bigint;
+}
+
+/** KVM_EXIT_EXCEPTION (unused on x86 today). */
+export interface ExceptionExit {
+  reason: 'exception';
+  exception: number;
+  errorCode: number;
+}
+
+/** KVM_EXIT_TPR_ACCESS (KVM_TPR_ACCESS_REPORTING). */
+export interface TprAccessExit {
+  reason: 'tpr-access';
+  rip: bigint;
+  isWrite: boolean;
+}
+
+/** KVM_EXIT_IOAPIC_EOI (split irqchip): the vector of a level-triggered interrupt's EOI. */
+export interface IoapicEoiExit {
+  reason: 'ioapic-eoi';
+  vector: number;
+}
+
+/** KVM_EXIT_IRQ_WINDOW_OPEN: the guest can take an interrupt now (after request_interrupt_window). */
+export interface IrqWindowOpenExit {
+  reason: 'irq-window-open';
+  code: number;
+  /** kvm_run.ready_for_interrupt_injection. */
+  readyForInterruptInjection: boolean;
+  /** kvm_run.if_flag (without an in-kernel LAPIC). */
+  ifFlag: boolean;
+}
+
+/** Why KVM sent an MSR access to userspace: the KVM_MSR_EXIT_REASON_* bit, by name. */
+export type MsrExitCause = 'invalid' | 'unknown' | 'filter';
+
+interface MsrExitBase {
+  /** The MSR number (ecx). */
+  index: number;
+  /** Why it came to userspace (enabled with KVM_CAP_X86_USER_SPACE_MSR). */
+  cause: MsrExitCause | 'other';
+  /** The raw KVM_MSR_EXIT_REASON_* value. */
+  causeCode: number;
+  /** Makes the guest's access fail: KVM injects #GP when the vcpu runs again (kvm_run.msr.error = 1). */
+  fail(): void;
+}
+
+/** KVM_EXIT_X86_RDMSR: the guest reads an MSR; give the value with reply() before running again. */
+export interface RdmsrExit extends MsrExitBase {
+  reason: 'x86-rdmsr';
+  /** Completes the read: the guest's edx:eax get `value` (kvm_run.msr.data; 0 if never replied). */
+  reply(value: bigint | number): void;
+}
+
+/** KVM_EXIT_X86_WRMSR: the guest writes `data` to an MSR; success unless fail() is called. */
+export interface WrmsrExit extends MsrExitBase {
+  reason: 'x86-wrmsr';
+  data: bigint;
+}
+
+/** KVM_EXIT_HYPERV: Hyper-V emulation needs userspace (SynIC, hypercall, synthetic debugger). */
+export type HypervExit =
+  | { reason: 'hyperv'; type: 'synic'; msr: number; control: bigint; evtPage: bigint; msgPage: bigint }
+  | { reason: 'hyperv'; type: 'hcall'; input: bigint; params: [bigint, bigint]; setResult(result: bigint | number): void }
+  | { reason: 'hyperv'; type: 'syndbg'; msr: number; control: bigint; status: bigint; sendPage: bigint; recvPage: bigint; pendingPage: bigint }
+  | { reason: 'hyperv'; type: 'unknown'; typeCode: number };
+
+/** KVM_EXIT_XEN (KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL): a Xen hypercall; give the result with setResult(). */
+export type XenExit =
+  | { reason: 'xen'; type: 'hcall'; longMode: boolean; cpl: number; input: bigint; params: bigint[]; setResult(result: bigint | number): void }
+  | { reason: 'xen'; type: 'unknown'; typeCode: number };
+
+/** KVM_EXIT_NOTIFY (KVM_CAP_X86_NOTIFY_VMEXIT): the guest stayed too long in a no-event window. */
+export interface NotifyExit {
+  reason: 'notify';
+  flags: number;
+  /** KVM_NOTIFY_CONTEXT_INVALID: the vcpu's state is corrupt; the VM should be stopped. */
+  contextInvalid: boolean;
+}
+
+/**
+ * KVM_EXIT_TDX (a TDX guest's TDVMCALL that needs userspace). `nr` says which
+ * (0x10002 GetQuote, 0x10000 GetTdVmCallInfo, 0x10004
+ * SetupEventNotifyInterrupt); `words` are the six u64 after nr, the first
+ * being the return code setReturn() writes. Decoded from api.rst only: no
+ * TDX host was available to check it.
+ */
+export interface TdxExit {
+  reason: 'tdx';
+  flags: bigint;
+  nr: bigint;
+  words: bigint[];
+  setReturn(ret: bigint | number): void;
+}
+
+/** Exits without data of their own. */
+export interface SimpleExit {
+  reason: 'hlt' | 'shutdown' | 'nmi' | 'set-tpr' | 'dirty-ring-full' | 'ap-reset-hold' | 'x86-bus-lock';
   /** The raw KVM_EXIT_* number. */
   code: number;
 }
 
-/** What KVM_RUN stopped for. */
-export type VcpuExit = IoExit | MmioExit | MemoryFaultExit | FailEntryExit | InternalErrorExit | SystemEventExit | IntrExit | OtherExit;
+/** KVM_EXIT_UNKNOWN, or an exit number node-kvm does not know (its `code`). */
+export interface UnknownExit {
+  reason: 'unknown';
+  /** The raw KVM_EXIT_* number (0 for KVM_EXIT_UNKNOWN). */
+  code: number;
+  /** kvm_run.hw.hardware_exit_reason (meaningful for KVM_EXIT_UNKNOWN). */
+  hardwareExitReason: bigint;
+}
 
-/** Decodes the exit from a kvm_run mapping. */
-export function decodeExit(run: Uint8Array): VcpuExit {
-  const v = new DataView(run.buffer, run.byteOffset, run.byteLength);
-  const code = v.getUint32(8, true);
-  switch (code) {
-    case 2: {
-      const size = v.getUint8(33);
-      const count = v.getUint32(36, true);
-      const dataOffset = Number(v.getBigUint64(40, true));
+/** Former catch-all of exits without data; kept as a name for them. */
+export type OtherExit = SimpleExit | UnknownExit;
+
+/** What KVM_RUN stopped for: narrow on `reason`. */
+export type VcpuExit =
+  | IoExit | MmioExit | MemoryFaultExit | FailEntryExit | InternalErrorExit | SystemEventExit | IntrExit
+  | HypercallExit | DebugExit | ExceptionExit | TprAccessExit | IoapicEoiExit | IrqWindowOpenExit
+  | RdmsrExit | WrmsrExit | HypervExit | XenExit | NotifyExit | TdxExit | SimpleExit | UnknownExit;
+
+/** Every `reason` a VcpuExit can have. */
+export type VcpuExitReason = VcpuExit['reason'];
+
+const SIMPLE: Readonly<Record<number, SimpleExit['reason']>> = {
+  5: 'hlt', 8: 'shutdown', 16: 'nmi', 11: 'set-tpr', 31: 'dirty-ring-full', 32: 'ap-reset-hold', 33: 'x86-bus-lock',
+};
+
+const MSR_CAUSES: Readonly<Record<number, MsrExitCause>> = { 1: 'invalid', 2: 'unknown', 4: 'filter' };
+
+function u64Arg(value: bigint | number, what: string): bigint {
+  if (typeof value === 'number' && Number.isSafeInteger(value) && value >= 0) return BigInt(value);
+  if (typeof value === 'bigint' && value >= 0n && value < 1n << 64n) return value;
+  throw new KvmError(`${what} must be an unsigned 64-bit integer`, { code: 'EINVAL', args: { value: String(value) } });
+}
+
+/**
+ * Decodes the exits of one vcpu's kvm_run. Holds one DataView over it (no
+ * per-exit allocation besides the exit object and the io/mmio data view) and
+ * a run generation: `begin()` before each KVM_RUN makes earlier exits'
+ * reply methods throw ESTALE instead of writing into the next exit.
+ */
+export class ExitDecoder {
+  readonly #run: Uint8Array;
+  readonly #view: DataView;
+  #generation = 0;
+
+  constructor(run: Uint8Array) {
+    this.#run = run;
+    this.#view = new DataView(run.buffer, run.byteOffset, run.byteLength);
+  }
+
+  /** Marks the start of a KVM_RUN: replies to earlier exits become stale, exit_reason is reset. */
+  begin(): void {
+    this.#generation++;
+    // KVM writes exit_reason only on exits: clear it so a stale KVM_EXIT_MEMORY_FAULT
+    // cannot be taken for the reason of an unrelated EFAULT.
+    this.#view.setUint32(L.exitReason, ExitCode.UNKNOWN, true);
+  }
+
+  /** The KVM_EXIT_* number KVM left in kvm_run. */
+  exitCode(): number {
+    return this.#view.getUint32(L.exitReason, true);
+  }
+
+  /** Decodes the exit KVM left in kvm_run. */
+  decode(): VcpuExit {
+    const v = this.#view;
+    const code = v.getUint32(L.exitReason, true);
+    // The common exits first, inline.
+    if (code === 2) {
+      const size = v.getUint8(L.io.size);
+      const count = v.getUint32(L.io.count, true);
+      const offset = Number(v.getBigUint64(L.io.dataOffset, true));
       const len = size * count;
-      const data = dataOffset + len <= run.byteLength ? run.subarray(dataOffset, dataOffset + len) : new Uint8Array(0);
-      return { reason: 'io', direction: v.getUint8(32) === 1 ? 'out' : 'in', size, port: v.getUint16(34, true), count, data };
+      const run = this.#run;
+      const data = offset >= L.syncRegs && offset + len <= run.byteLength ? run.subarray(offset, offset + len) : new Uint8Array(0);
+      return { reason: 'io', direction: v.getUint8(L.io.direction) === 1 ? 'out' : 'in', size, port: v.getUint16(L.io.port, true), count, data };
     }
-    case 6:
+    if (code === 6) {
       return {
         reason: 'mmio',
-        physAddr: v.getBigUint64(32, true),
-        data: run.subarray(40, 48),
-        len: v.getUint32(48, true),
-        isWrite: v.getUint8(52) !== 0,
+        physAddr: v.getBigUint64(L.mmio.physAddr, true),
+        data: this.#run.subarray(L.mmio.data, L.mmio.data + 8),
+        len: v.getUint32(L.mmio.len, true),
+        isWrite: v.getUint8(L.mmio.isWrite) !== 0,
       };
-    case 9:
-      return { reason: 'fail-entry', hardwareEntryFailureReason: v.getBigUint64(32, true), cpu: v.getUint32(40, true) };
-    case 10:
-      return { reason: 'intr' };
-    case 17: {
-      const ndata = Math.min(v.getUint32(36, true), 16);
-      return { reason: 'internal-error', suberror: v.getUint32(32, true), data: Array.from({ length: ndata }, (_, i) => v.getBigUint64(40 + i * 8, true)) };
     }
-    case 24: {
-      const ndata = Math.min(v.getUint32(36, true), 16);
-      return { reason: 'system-event', type: v.getUint32(32, true), data: Array.from({ length: ndata }, (_, i) => v.getBigUint64(40 + i * 8, true)) };
-    }
-    case 39: {
-      const flags = v.getBigUint64(32, true);
-      return { reason: 'memory-fault', flags, gpa: v.getBigUint64(40, true), size: v.getBigUint64(48, true), private: (flags & (1n << 3n)) !== 0n };
-    }
-    default:
-      return { reason: EXIT_REASONS[code] ?? `unknown-${code}`, code };
+    return this.#decodeRare(code);
   }
+
+  #u64(off: number): bigint {
+    return this.#view.getBigUint64(off, true);
+  }
+
+  #words(off: number, n: number): bigint[] {
+    const out: bigint[] = [];
+    for (let i = 0; i < n; i++) out.push(this.#u64(off + i * 8));
+    return out;
+  }
+
+  /** A function that writes into kvm_run while the exit is current, else throws ESTALE. */
+  #writer<T extends unknown[]>(what: string, write: (v: DataView, ...args: T) => void): (...args: T) => void {
+    const generation = this.#generation;
+    const view = this.#view;
+    return (...args: T) => {
+      if (this.#generation !== generation) {
+        throw new KvmError(`${what}: the vcpu has run since this exit; a reply must be given before the next run`, { code: 'ESTALE', args: { reply: what } });
+      }
+      write(view, ...args);
+    };
+  }
+
+  #decodeRare(code: number): VcpuExit {
+    const v = this.#view;
+    const simple = SIMPLE[code];
+    if (simple) return { reason: simple, code };
+    switch (code) {
+      case ExitCode.FAIL_ENTRY:
+        return { reason: 'fail-entry', hardwareEntryFailureReason: this.#u64(L.failEntry.reason), cpu: v.getUint32(L.failEntry.cpu, true) };
+      case ExitCode.INTR:
+        return { reason: 'intr' };
+      case ExitCode.EXCEPTION:
+        return { reason: 'exception', exception: v.getUint32(L.ex.exception, true), errorCode: v.getUint32(L.ex.errorCode, true) };
+      case ExitCode.HYPERCALL: {
+        const flags = this.#u64(L.hypercall.flags);
+        return {
+          reason: 'hypercall',
+          nr: this.#u64(L.hypercall.nr),
+          args: this.#words(L.hypercall.args, 6),
+          flags,
+          longMode: (flags & 1n) !== 0n,
+          setReturn: this.#writer('hypercall.setReturn', (w, ret: bigint | number) => w.setBigUint64(L.hypercall.ret, u64Arg(ret, 'ret'), true)),
+        };
+      }
+      case ExitCode.DEBUG:
+        return { reason: 'debug', exception: v.getUint32(L.debug.exception, true), pc: this.#u64(L.debug.pc), dr6: this.#u64(L.debug.dr6), dr7: this.#u64(L.debug.dr7) };
+      case ExitCode.IRQ_WINDOW_OPEN:
+        return { reason: 'irq-window-open', code, readyForInterruptInjection: v.getUint8(L.readyForInterruptInjection) !== 0, ifFlag: v.getUint8(L.ifFlag) !== 0 };
+      case ExitCode.TPR_ACCESS:
+        return { reason: 'tpr-access', rip: this.#u64(L.tprAccess.rip), isWrite: v.getUint32(L.tprAccess.isWrite, true) !== 0 };
+      case ExitCode.INTERNAL_ERROR: {
+        const suberror = v.getUint32(L.internal.suberror, true);
+        const ndata = Math.min(v.getUint32(L.internal.ndata, true), 16);
+        const exit: InternalErrorExit = { reason: 'internal-error', suberror, data: this.#words(L.internal.data, ndata) };
+        // KVM_INTERNAL_ERROR_EMULATION with KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES: data[0] is
+        // flags, then insn_size and up to 15 instruction bytes.
+        if (suberror === 1 && ndata >= 1 && (this.#u64(L.internal.data) & 1n) !== 0n) {
+          const size = Math.min(v.getUint8(L.emulationFailure.insnSize), 15);
+          exit.instructionBytes = this.#run.slice(L.emulationFailure.insnBytes, L.emulationFailure.insnBytes + size);
+        }
+        return exit;
+      }
+      case ExitCode.SYSTEM_EVENT: {
+        const type = v.getUint32(L.systemEvent.type, true);
+        const ndata = Math.min(v.getUint32(L.systemEvent.ndata, true), 16);
+        const data = this.#words(L.systemEvent.data, Math.max(ndata, 1));
+        return { reason: 'system-event', type, typeName: SYSTEM_EVENT_TYPES[type] ?? 'unknown', flags: data[0]!, data: ndata === 0 ? [data[0]!] : data };
+      }
+      case ExitCode.IOAPIC_EOI:
+        return { reason: 'ioapic-eoi', vector: v.getUint8(L.eoi.vector) };
+      case ExitCode.HYPERV:
+        return this.#hyperv();
+      case ExitCode.X86_RDMSR:
+      case ExitCode.X86_WRMSR: {
+        const causeCode = v.getUint32(L.msr.reason, true);
+        const base = {
+          index: v.getUint32(L.msr.index, true),
+          cause: MSR_CAUSES[causeCode] ?? ('other' as const),
+          causeCode,
+          fail: this.#writer('msr.fail', (w) => w.setUint8(L.msr.error, 1)),
+        };
+        if (code === ExitCode.X86_WRMSR) return { reason: 'x86-wrmsr', ...base, data: this.#u64(L.msr.data) };
+        return {
+          reason: 'x86-rdmsr',
+          ...base,
+          reply: this.#writer('msr.reply', (w, value: bigint | number) => {
+            w.setBigUint64(L.msr.data, u64Arg(value, 'value'), true);
+            w.setUint8(L.msr.error, 0);
+          }),
+        };
+      }
+      case ExitCode.XEN: {
+        const typeCode = v.getUint32(L.xen.type, true);
+        if (typeCode !== 1) return { reason: 'xen', type: 'unknown', typeCode };
+        return {
+          reason: 'xen',
+          type: 'hcall',
+          longMode: v.getUint32(L.xen.longMode, true) !== 0,
+          cpl: v.getUint32(L.xen.cpl, true),
+          input: this.#u64(L.xen.input),
+          params: this.#words(L.xen.params, 6),
+          setResult: this.#writer('xen.setResult', (w, r: bigint | number) => w.setBigUint64(L.xen.result, u64Arg(r, 'result'), true)),
+        };
+      }
+      case ExitCode.NOTIFY: {
+        const flags = v.getUint32(L.notify.flags, true);
+        return { reason: 'notify', flags, contextInvalid: (flags & 1) !== 0 };
+      }
+      case ExitCode.MEMORY_FAULT: {
+        const flags = this.#u64(L.memoryFault.flags);
+        return { reason: 'memory-fault', flags, gpa: this.#u64(L.memoryFault.gpa), size: this.#u64(L.memoryFault.size), private: (flags & (1n << 3n)) !== 0n };
+      }
+      case ExitCode.TDX:
+        return {
+          reason: 'tdx',
+          flags: this.#u64(L.tdx.flags),
+          nr: this.#u64(L.tdx.nr),
+          words: this.#words(L.tdx.words, 6),
+          setReturn: this.#writer('tdx.setReturn', (w, ret: bigint | number) => w.setBigUint64(L.tdx.words, u64Arg(ret, 'ret'), true)),
+        };
+      default:
+        return { reason: 'unknown', code, hardwareExitReason: this.#u64(L.hw.hardwareExitReason) };
+    }
+  }
+
+  #hyperv(): HypervExit {
+    const v = this.#view;
+    const H = L.hyperv;
+    const typeCode = v.getUint32(H.type, true);
+    switch (typeCode) {
+      case 1:
+        return { reason: 'hyperv', type: 'synic', msr: v.getUint32(H.synic.msr, true), control: this.#u64(H.synic.control), evtPage: this.#u64(H.synic.evtPage), msgPage: this.#u64(H.synic.msgPage) };
+      case 2:
+        return {
+          reason: 'hyperv',
+          type: 'hcall',
+          input: this.#u64(H.hcall.input),
+          params: [this.#u64(H.hcall.params), this.#u64(H.hcall.params + 8)],
+          setResult: this.#writer('hyperv.setResult', (w, r: bigint | number) => w.setBigUint64(H.hcall.result, u64Arg(r, 'result'), true)),
+        };
+      case 3:
+        return {
+          reason: 'hyperv',
+          type: 'syndbg',
+          msr: v.getUint32(H.syndbg.msr, true),
+          control: this.#u64(H.syndbg.control),
+          status: this.#u64(H.syndbg.status),
+          sendPage: this.#u64(H.syndbg.sendPage),
+          recvPage: this.#u64(H.syndbg.recvPage),
+          pendingPage: this.#u64(H.syndbg.pendingPage),
+        };
+      default:
+        return { reason: 'hyperv', type: 'unknown', typeCode };
+    }
+  }
+}
+
+/** Decodes the exit from a kvm_run mapping (one-off; a Vcpu keeps an ExitDecoder). */
+export function decodeExit(run: Uint8Array): VcpuExit {
+  return new ExitDecoder(run).decode();
 }

@@ -5,7 +5,7 @@
  */
 import { encodeCpuid, type CpuidEntry } from './cpuid.js';
 import { callNative, errnoError, invalidArgument, KvmError } from './errors.js';
-import { decodeExit, type VcpuExit } from './exit.js';
+import { ExitCode, ExitDecoder, type VcpuExit } from './exit.js';
 import { Mm } from './constants.js';
 import { native, type NativeMapping } from './native.js';
 import { decodeRegs, decodeSregs, encodeRegs, encodeSregs, REG_NAMES, type Regs, type Segment, type Sregs } from './regs.js';
@@ -17,6 +17,8 @@ import type { PreFaultOptions, PreFaultRange, PreFaultResult } from './prefault/
 
 const EINTR = 4;
 const EAGAIN = 11;
+const EFAULT = 14;
+const EHWPOISON = 133;
 
 /** Partial special registers for setSregs(): segments may be partial too. */
 export type SregsUpdate = Partial<Omit<Sregs, 'cs' | 'ds' | 'es' | 'fs' | 'gs' | 'ss' | 'tr' | 'ldt'>> &
@@ -33,6 +35,7 @@ export class Vcpu extends Resource {
   readonly vm: Vm;
   readonly #fd: number;
   readonly #runBytes: Uint8Array;
+  readonly #exits: ExitDecoder;
   readonly #owned: { statsFd: number };
   #stats: StatsReader | undefined;
   #running = false;
@@ -49,6 +52,7 @@ export class Vcpu extends Resource {
     this.id = id;
     this.#fd = fd;
     this.#runBytes = new Uint8Array(run.buffer());
+    this.#exits = new ExitDecoder(this.#runBytes);
     this.#owned = owned;
   }
 
@@ -237,10 +241,13 @@ export class Vcpu extends Resource {
     this.assertOpen('KVM_RUN');
     if (this.#running) throw new KvmError(`Vcpu ${this.id} is already running`, { code: 'EBUSY', ioctl: 'KVM_RUN', args: { vcpu: this.id } });
     this.#running = true;
+    this.#exits.begin();
   }
 
   #finishRun(errno: number): VcpuExit {
-    if (errno === 0) return decodeExit(this.#runBytes);
+    if (errno === 0) return this.#exits.decode();
+    // KVM_EXIT_MEMORY_FAULT comes with KVM_RUN failing (EFAULT/EHWPOISON): an exit, not an error.
+    if ((errno === EFAULT || errno === EHWPOISON) && this.#exits.exitCode() === ExitCode.MEMORY_FAULT) return this.#exits.decode();
     if (errno === EINTR || errno === EAGAIN) {
       this.#runBytes[1] = 0;
       return { reason: 'intr' };
