@@ -2,6 +2,7 @@
 import type { Summary } from './stats.js';
 import { formatSize } from './options.js';
 import type { BenchReport, SideResult, VariantResult } from './run.js';
+import { formatExitsReport } from './exits.js';
 
 /** Column headers of the table, with what each means (docs/bench.md repeats these). */
 export const COLUMNS = [
@@ -131,5 +132,7 @@ export function formatReport(report: BenchReport): string {
     `node-kvm bench: ${report.options.reps} repetition(s) after ${report.options.warmup} warm-up, medians; ${m.kvmModule ?? 'kvm'} on ${m.uname.release}, ${m.cpuModel ?? 'unknown CPU'} (${m.cpus} CPUs), THP ${m.thp.enabled ?? '?'}, node ${m.node}, load ${m.loadAverage.start[0]} -> ${m.loadAverage.end?.[0] ?? '?'}`,
     '',
   ];
-  return [...head, formatTable(headers, tableRows(report)), '', ...goalLines(report), `Duration: ${(report.durationMs / 1000).toFixed(1)} s`, ''].join('\n');
+  const exits = report.exits ? ['', ...formatExitsReport(report.exits)] : [];
+  const firstTouch = report.variants.length ? [formatTable(headers, tableRows(report)), '', ...goalLines(report)] : [];
+  return [...head, ...firstTouch, ...exits, `Duration: ${(report.durationMs / 1000).toFixed(1)} s`, ''].join('\n');
 }

@@ -92,6 +92,8 @@ describe('bench arguments', () => {
       reps: 5,
       warmup: 1,
       reference: true,
+      families: ['first-touch', 'exits'],
+      exits: { guests: ['out', 'mmio'], modes: ['sync', 'async', 'worker'], vcpus: [1, 2], iterations: 5000 },
     });
     expect(DEFAULTS.sizes).toBe('256M');
     const r = resolveOptions({ sizes: '4M', method: 'auto,demand', threads: '2,1,2', access: 'read,write', reps: '1', warmup: '0', reference: false, json: 'x.json', chart: 'x.svg' });
