@@ -275,19 +275,34 @@ function u64Arg(value: bigint | number, what: string): bigint {
 }
 
 /**
- * Decodes the exits of one vcpu's kvm_run. Holds one DataView over it (no
- * per-exit allocation besides the exit object and the io/mmio data view) and
+ * Decodes the exits of one vcpu's kvm_run. Holds one DataView over it and
+ * the io/mmio data views (an io or mmio exit allocates only its object) and
  * a run generation: `begin()` before each KVM_RUN makes earlier exits'
  * reply methods throw ESTALE instead of writing into the next exit.
  */
 export class ExitDecoder {
   readonly #run: Uint8Array;
   readonly #view: DataView;
+  /** The mmio data bytes: one view, reused by every mmio exit (it is live anyway). */
+  readonly #mmioData: Uint8Array;
+  /** The last io data view and where it was: KVM keeps data_offset fixed, so it is reused. */
+  #ioData: Uint8Array = new Uint8Array(0);
+  #ioOffset = -1;
   #generation = 0;
 
   constructor(run: Uint8Array) {
     this.#run = run;
     this.#view = new DataView(run.buffer, run.byteOffset, run.byteLength);
+    this.#mmioData = run.subarray(L.mmio.data, L.mmio.data + 8);
+  }
+
+  #ioView(offset: number, len: number): Uint8Array {
+    if (offset === this.#ioOffset && this.#ioData.length === len) return this.#ioData;
+    const run = this.#run;
+    if (offset < L.syncRegs || offset + len > run.byteLength) return new Uint8Array(0);
+    this.#ioOffset = offset;
+    this.#ioData = run.subarray(offset, offset + len);
+    return this.#ioData;
   }
 
   /** Marks the start of a KVM_RUN: replies to earlier exits become stale, exit_reason is reset. */
@@ -311,17 +326,16 @@ export class ExitDecoder {
     if (code === 2) {
       const size = v.getUint8(L.io.size);
       const count = v.getUint32(L.io.count, true);
-      const offset = Number(v.getBigUint64(L.io.dataOffset, true));
-      const len = size * count;
-      const run = this.#run;
-      const data = offset >= L.syncRegs && offset + len <= run.byteLength ? run.subarray(offset, offset + len) : new Uint8Array(0);
+      // Two 32-bit reads: no BigInt on the hot path.
+      const offset = v.getUint32(L.io.dataOffset, true) + v.getUint32(L.io.dataOffset + 4, true) * 0x1_0000_0000;
+      const data = this.#ioView(offset, size * count);
       return { reason: 'io', direction: v.getUint8(L.io.direction) === 1 ? 'out' : 'in', size, port: v.getUint16(L.io.port, true), count, data };
     }
     if (code === 6) {
       return {
         reason: 'mmio',
         physAddr: v.getBigUint64(L.mmio.physAddr, true),
-        data: this.#run.subarray(L.mmio.data, L.mmio.data + 8),
+        data: this.#mmioData,
         len: v.getUint32(L.mmio.len, true),
         isWrite: v.getUint8(L.mmio.isWrite) !== 0,
       };
