@@ -15,6 +15,11 @@ export { Cap, VM_TYPES, GUEST_MEMFD_FLAGS, MemFlag, ADVICE, type CapName, type V
 export type { CpuidEntry } from './cpuid.js';
 export type { Regs, Sregs, Segment, DescriptorTable } from './regs.js';
 export type { VcpuExit, IoExit, MmioExit, MemoryFaultExit, FailEntryExit, InternalErrorExit, SystemEventExit, IntrExit, OtherExit } from './exit.js';
+export type {
+  VcpuExitReason, HypercallExit, DebugExit, ExceptionExit, TprAccessExit, IoapicEoiExit, IrqWindowOpenExit, RdmsrExit, WrmsrExit,
+  MsrExitCause, HypervExit, XenExit, NotifyExit, TdxExit, SimpleExit, UnknownExit, SystemEventType,
+} from './exit.js';
+export { ExitCode, EXIT_REASONS, SYSTEM_EVENT_TYPES, KVM_RUN_LAYOUT, decodeExit } from './exit.js';
 export type { Stats, StatDescriptor } from './stats.js';
 export { PAGE_SIZE, type U64Like } from './int.js';
 export { addonPath } from './native.js';

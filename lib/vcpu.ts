@@ -142,7 +142,10 @@ export class Vcpu extends Resource {
 
   /**
    * KVM_RUN on the calling thread (blocks it until the guest exits). A signal
-   * or kick() gives `{ reason: 'intr' }`; other failures throw KvmError.
+   * or kick() gives `{ reason: 'intr' }`; KVM_EXIT_MEMORY_FAULT (KVM_RUN
+   * failing with EFAULT/EHWPOISON) gives `{ reason: 'memory-fault' }`; other
+   * failures throw KvmError. The exit's `data` views and reply methods write
+   * into kvm_run and are valid until the next run (docs/exits.md).
    */
   run(): VcpuExit {
     this.#beginRun();
