@@ -175,7 +175,7 @@ describeKvm('bench run (tiny)', () => {
     const svg = join(dir, 'out', 'bench.svg');
     const io = capture();
     const code = await main(
-      ['bench', '--sizes', '4M', '--backing', 'anon,thp', '--method', 'demand,kernel,auto', '--threads', '1', '--reps', '1', '--warmup', '0', '--json', json, '--chart', svg],
+      ['bench', '--sizes', '4M', '--backing', 'anon,thp', '--method', 'demand,kernel,auto', '--threads', '1', '--reps', '1', '--warmup', '0', '--family', 'first-touch', '--json', json, '--chart', svg],
       io,
     );
     expect(code, io.err()).toBe(0);
