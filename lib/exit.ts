@@ -262,6 +262,9 @@ export type VcpuExit =
 /** Every `reason` a VcpuExit can have. */
 export type VcpuExitReason = VcpuExit['reason'];
 
+const EFAULT = 14;
+const EHWPOISON = 133;
+
 const SIMPLE: Readonly<Record<number, SimpleExit['reason']>> = {
   5: 'hlt', 8: 'shutdown', 16: 'nmi', 11: 'set-tpr', 31: 'dirty-ring-full', 32: 'ap-reset-hold', 33: 'x86-bus-lock',
 };
@@ -316,6 +319,16 @@ export class ExitDecoder {
   /** The KVM_EXIT_* number KVM left in kvm_run. */
   exitCode(): number {
     return this.#view.getUint32(L.exitReason, true);
+  }
+
+  /**
+   * The memory-fault exit when KVM_RUN failed with `errno` because of
+   * KVM_EXIT_MEMORY_FAULT (EFAULT or EHWPOISON, exit_reason 39), else
+   * undefined: then the failure is an error.
+   */
+  memoryFault(errno: number): MemoryFaultExit | undefined {
+    if ((errno !== EFAULT && errno !== EHWPOISON) || this.exitCode() !== ExitCode.MEMORY_FAULT) return undefined;
+    return this.#decodeRare(ExitCode.MEMORY_FAULT) as MemoryFaultExit;
   }
 
   /** Decodes the exit KVM left in kvm_run. */

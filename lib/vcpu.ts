@@ -5,7 +5,7 @@
  */
 import { encodeCpuid, type CpuidEntry } from './cpuid.js';
 import { callNative, errnoError, invalidArgument, KvmError } from './errors.js';
-import { ExitCode, ExitDecoder, type VcpuExit } from './exit.js';
+import { ExitDecoder, type VcpuExit } from './exit.js';
 import { Mm } from './constants.js';
 import { native, type NativeMapping } from './native.js';
 import { decodeRegs, decodeSregs, encodeRegs, encodeSregs, REG_NAMES, type Regs, type Segment, type Sregs } from './regs.js';
@@ -17,8 +17,6 @@ import type { PreFaultOptions, PreFaultRange, PreFaultResult } from './prefault/
 
 const EINTR = 4;
 const EAGAIN = 11;
-const EFAULT = 14;
-const EHWPOISON = 133;
 
 /** Partial special registers for setSregs(): segments may be partial too. */
 export type SregsUpdate = Partial<Omit<Sregs, 'cs' | 'ds' | 'es' | 'fs' | 'gs' | 'ss' | 'tr' | 'ldt'>> &
@@ -250,7 +248,8 @@ export class Vcpu extends Resource {
   #finishRun(errno: number): VcpuExit {
     if (errno === 0) return this.#exits.decode();
     // KVM_EXIT_MEMORY_FAULT comes with KVM_RUN failing (EFAULT/EHWPOISON): an exit, not an error.
-    if ((errno === EFAULT || errno === EHWPOISON) && this.#exits.exitCode() === ExitCode.MEMORY_FAULT) return this.#exits.decode();
+    const fault = this.#exits.memoryFault(errno);
+    if (fault) return fault;
     if (errno === EINTR || errno === EAGAIN) {
       this.#runBytes[1] = 0;
       return { reason: 'intr' };

@@ -66,6 +66,20 @@ describe('ExitDecoder', () => {
     expect(d(12345)).toEqual({ reason: 'unknown', code: 12345, hardwareExitReason: 0n });
   });
 
+  it('KVM_RUN failing with EFAULT/EHWPOISON is the memory-fault exit only when kvm_run says KVM_EXIT_MEMORY_FAULT', () => {
+    const { bytes, view } = fakeRun(39, (v) => { v.setBigUint64(32, 8n, true); v.setBigUint64(40, 0x5000n, true); v.setBigUint64(48, 0x1000n, true); });
+    const d = new ExitDecoder(bytes);
+    expect(d.memoryFault(14)).toEqual({ reason: 'memory-fault', flags: 8n, gpa: 0x5000n, size: 0x1000n, private: true });
+    expect(d.memoryFault(133)).toMatchObject({ reason: 'memory-fault' });
+    expect(d.memoryFault(22)).toBeUndefined();
+    expect(d.memoryFault(0)).toBeUndefined();
+    // begin() clears exit_reason, so an EFAULT of the next run is not taken for a stale memory fault.
+    d.begin();
+    expect(d.memoryFault(14)).toBeUndefined();
+    view.setUint32(8, 2, true);
+    expect(d.memoryFault(14)).toBeUndefined();
+  });
+
   it('io data is a live view at data_offset; mmio data the 8 union bytes', () => {
     const { bytes, view } = fakeRun(2, (v) => { v.setUint8(32, 0); v.setUint8(33, 2); v.setUint16(34, 0x60, true); v.setUint32(36, 3, true); v.setBigUint64(40, 4096n, true); });
     const io = decodeExit(bytes);
