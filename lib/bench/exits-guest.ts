@@ -17,6 +17,7 @@ export type ExitsGuest = 'out' | 'mmio';
 export const EXITS_MMIO_GPA = 0xd0000000;
 /** Unrecorded round trips per vcpu before the timed ones (as in reference.c). */
 export const EXITS_WARM = 200;
+const MMIO_GPA_BIG = BigInt(EXITS_MMIO_GPA);
 /** The value the host answers an MMIO read with (little-endian bytes of 0x12345678). */
 const MMIO_ANSWER = [0x78, 0x56, 0x34, 0x12] as const;
 
@@ -64,7 +65,7 @@ export function createExitsVm(kvm: Kvm, guest: ExitsGuest, count: number): Exits
 function answer(exit: ReturnType<Vcpu['run']>, guest: ExitsGuest): boolean {
   if (guest === 'out') {
     if (exit.reason === 'io' && exit.port === UCALL_PORT && exit.direction === 'out') return true;
-  } else if (exit.reason === 'mmio' && !exit.isWrite && exit.physAddr === BigInt(EXITS_MMIO_GPA)) {
+  } else if (exit.reason === 'mmio' && !exit.isWrite && exit.physAddr === MMIO_GPA_BIG) {
     const d = exit.data;
     d[0] = MMIO_ANSWER[0];
     d[1] = MMIO_ANSWER[1];
