@@ -77,6 +77,13 @@ function answer(exit: ReturnType<Vcpu['run']>, guest: ExitsGuest): boolean {
   throw new Error(`exits bench: unexpected exit ${exit.reason}`);
 }
 
+/** Percentiles (10, 25, 50) of per-round-trip times, in ns. */
+export function latencyPercentiles(lat: Float64Array): { p10Ns: number; p25Ns: number; p50Ns: number } {
+  const s = Float64Array.from(lat).sort();
+  const at = (p: number): number => s[Math.floor((s.length - 1) * p)] ?? 0;
+  return { p10Ns: at(0.1), p25Ns: at(0.25), p50Ns: at(0.5) };
+}
+
 /** One round trip with vcpu.run() on the calling thread. */
 export function roundTripSync(vcpu: Vcpu, guest: ExitsGuest): void {
   while (!answer(vcpu.run(), guest));

@@ -21,7 +21,7 @@ export interface ExitsWorkerData {
 }
 
 /** Messages from the worker. */
-export type ExitsWorkerMessage = { kind: 'ready' } | { kind: 'done'; elapsedNs: number } | { kind: 'error'; message: string };
+export type ExitsWorkerMessage = { kind: 'ready' } | { kind: 'done'; elapsedNs: number; latencies: Float64Array } | { kind: 'error'; message: string };
 
 function acquireVcpu(data: ExitsWorkerData): { vcpu: Vcpu; close(): void } {
   const kvm = Kvm.open();
@@ -51,10 +51,16 @@ function main(): void {
   const { vcpu, close } = held;
   port.once('message', () => {
     try {
-      const t0 = process.hrtime.bigint();
-      for (let i = 0; i < data.iterations; i++) roundTripSync(vcpu, data.guest);
-      const elapsedNs = Number(process.hrtime.bigint() - t0);
-      port.postMessage({ kind: 'done', elapsedNs } satisfies ExitsWorkerMessage);
+      const latencies = new Float64Array(data.iterations);
+      const hr = process.hrtime.bigint;
+      const t0 = hr();
+      for (let i = 0; i < data.iterations; i++) {
+        const t = hr();
+        roundTripSync(vcpu, data.guest);
+        latencies[i] = Number(hr() - t);
+      }
+      const elapsedNs = Number(hr() - t0);
+      port.postMessage({ kind: 'done', elapsedNs, latencies } satisfies ExitsWorkerMessage, [latencies.buffer]);
     } catch (e) {
       port.postMessage({ kind: 'error', message: e instanceof Error ? e.message : String(e) } satisfies ExitsWorkerMessage);
     } finally {

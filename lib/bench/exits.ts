@@ -13,7 +13,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { Kvm } from '../kvm.js';
-import { createExitsVm, EXITS_WARM, roundTripAsync, roundTripSync, type ExitsGuest } from './exits-guest.js';
+import { createExitsVm, EXITS_WARM, latencyPercentiles, roundTripAsync, roundTripSync, type ExitsGuest } from './exits-guest.js';
 import type { ExitsMode, ExitsOptions } from './exits-options.js';
 import type { ExitsWorkerData, ExitsWorkerMessage } from './exits-worker.js';
 import { median, summarize, type Summary } from './stats.js';
@@ -28,11 +28,15 @@ export interface ExitsRep {
   exits: number;
   /** elapsedNs / exits: wall time per exit over all vcpus. */
   nsPerExit: number;
+  /** Percentiles of the round trips timed one by one (all vcpus): the low ones are the least disturbed by other work. */
+  p10Ns: number;
+  p25Ns: number;
+  p50Ns: number;
 }
 
 /** One side's result. */
 export type ExitsSide =
-  | { status: 'ok'; reps: ExitsRep[]; warmup: ExitsRep[]; summary: Summary; command?: string[] }
+  | { status: 'ok'; reps: ExitsRep[]; warmup: ExitsRep[]; summary: Summary; p25Summary: Summary; command?: string[] }
   | { status: 'unavailable'; reason: string; command?: string[] }
   | { status: 'skipped'; reason: string };
 
@@ -57,6 +61,8 @@ export interface ExitsVariantResult extends ExitsVariant {
   pairedRatio: number | null;
   /** Fastest Node / fastest C. */
   ratioOfMin: number | null;
+  /** Node / C of the median p25 of single round trips: the library's cost with the machine's noise mostly left out. */
+  ratioP25: number | null;
   target: number;
   met: boolean | null;
 }
@@ -82,25 +88,44 @@ export function expandExitsVariants(o: ExitsOptions): ExitsVariant[] {
 
 const now = (): bigint => process.hrtime.bigint();
 
-async function nodeSync(kvm: Kvm, v: ExitsVariant): Promise<number> {
+/** Wall time of the timed round trips, and each one's time. */
+interface Timed {
+  elapsedNs: number;
+  latencies: Float64Array;
+}
+
+async function nodeSync(kvm: Kvm, v: ExitsVariant): Promise<Timed> {
   using ev = createExitsVm(kvm, v.guest, v.vcpus);
   const vcpus = ev.vcpus;
   for (const vcpu of vcpus) for (let i = 0; i < EXITS_WARM; i++) roundTripSync(vcpu, v.guest);
+  const latencies = new Float64Array(v.iterations * vcpus.length);
+  let k = 0;
   const t0 = now();
-  for (let i = 0; i < v.iterations; i++) for (let c = 0; c < vcpus.length; c++) roundTripSync(vcpus[c]!, v.guest);
-  return Number(now() - t0);
+  for (let i = 0; i < v.iterations; i++) {
+    for (let c = 0; c < vcpus.length; c++) {
+      const t = now();
+      roundTripSync(vcpus[c]!, v.guest);
+      latencies[k++] = Number(now() - t);
+    }
+  }
+  return { elapsedNs: Number(now() - t0), latencies };
 }
 
-async function nodeAsync(kvm: Kvm, v: ExitsVariant): Promise<number> {
+async function nodeAsync(kvm: Kvm, v: ExitsVariant): Promise<Timed> {
   using ev = createExitsVm(kvm, v.guest, v.vcpus);
   for (const vcpu of ev.vcpus) for (let i = 0; i < EXITS_WARM; i++) await roundTripAsync(vcpu, v.guest);
+  const latencies = new Float64Array(v.iterations * ev.vcpus.length);
   const t0 = now();
   await Promise.all(
-    ev.vcpus.map(async (vcpu) => {
-      for (let i = 0; i < v.iterations; i++) await roundTripAsync(vcpu, v.guest);
+    ev.vcpus.map(async (vcpu, c) => {
+      for (let i = 0; i < v.iterations; i++) {
+        const t = now();
+        await roundTripAsync(vcpu, v.guest);
+        latencies[c * v.iterations + i] = Number(now() - t);
+      }
     }),
   );
-  return Number(now() - t0);
+  return { elapsedNs: Number(now() - t0), latencies };
 }
 
 /** The compiled worker script next to this module, or (running from lib/ sources) the one in dist/. */
@@ -112,7 +137,7 @@ export function exitsWorkerPath(): string | undefined {
   return undefined;
 }
 
-async function nodeWorker(v: ExitsVariant): Promise<number> {
+async function nodeWorker(v: ExitsVariant): Promise<Timed> {
   const script = exitsWorkerPath();
   if (!script) throw new Error('exits worker script not built (npm run build:ts)');
   const workers: Worker[] = [];
@@ -151,17 +176,22 @@ async function nodeWorker(v: ExitsVariant): Promise<number> {
     const done = next.map((n) => n('done'));
     const t0 = now();
     for (const w of workers) w.postMessage('go');
-    await Promise.all(done);
-    return Number(now() - t0);
+    const results = await Promise.all(done);
+    const elapsedNs = Number(now() - t0);
+    const latencies = new Float64Array(v.iterations * v.vcpus);
+    results.forEach((m, i) => {
+      if (m.kind === 'done') latencies.set(m.latencies, i * v.iterations);
+    });
+    return { elapsedNs, latencies };
   } finally {
     await Promise.all(workers.map((w) => w.terminate()));
   }
 }
 
 async function nodeOnce(kvm: Kvm, v: ExitsVariant, rep: number): Promise<ExitsRep> {
-  const elapsedNs = v.mode === 'sync' ? await nodeSync(kvm, v) : v.mode === 'async' ? await nodeAsync(kvm, v) : await nodeWorker(v);
+  const { elapsedNs, latencies } = v.mode === 'sync' ? await nodeSync(kvm, v) : v.mode === 'async' ? await nodeAsync(kvm, v) : await nodeWorker(v);
   const exits = v.iterations * v.vcpus;
-  return { rep, elapsedNs, exits, nsPerExit: elapsedNs / exits };
+  return { rep, elapsedNs, exits, nsPerExit: elapsedNs / exits, ...latencyPercentiles(latencies) };
 }
 
 /** reference.c's arguments for a variant (besides --reps/--warmup). */
@@ -175,16 +205,19 @@ function cOnce(binary: string, v: ExitsVariant, rep: number): Promise<ExitsRep> 
     execFile(binary, args, { timeout: 30 * 60_000, encoding: 'utf8' }, (error, stdout, stderr) => {
       if (error) return reject(new Error(`C reference failed (${[binary, ...args].join(' ')}): ${stderr.trim() || error.message}`));
       const line = stdout.split('\n').find((l) => l.trim() !== '');
-      const parsed = line ? (JSON.parse(line) as { elapsedNs?: number; exits?: number }) : {};
-      if (typeof parsed.elapsedNs !== 'number' || typeof parsed.exits !== 'number') return reject(new Error(`C reference printed no exits result: ${stdout.trim()}`));
-      resolve({ rep, elapsedNs: parsed.elapsedNs, exits: parsed.exits, nsPerExit: parsed.elapsedNs / parsed.exits });
+      const parsed = line ? (JSON.parse(line) as Partial<Record<'elapsedNs' | 'exits' | 'p10Ns' | 'p25Ns' | 'p50Ns', number>>) : {};
+      const { elapsedNs, exits, p10Ns, p25Ns, p50Ns } = parsed;
+      if (typeof elapsedNs !== 'number' || typeof exits !== 'number' || typeof p10Ns !== 'number' || typeof p25Ns !== 'number' || typeof p50Ns !== 'number') {
+        return reject(new Error(`C reference printed no exits result: ${stdout.trim()}`));
+      }
+      resolve({ rep, elapsedNs, exits, nsPerExit: elapsedNs / exits, p10Ns, p25Ns, p50Ns });
     });
   });
 }
 
 function side(reps: ExitsRep[], warmup: ExitsRep[], unavailable: string | undefined, command?: string[]): ExitsSide {
   if (unavailable !== undefined) return { status: 'unavailable', reason: unavailable, ...(command ? { command } : {}) };
-  return { status: 'ok', reps, warmup, summary: summarize(reps.map((r) => r.nsPerExit))!, ...(command ? { command } : {}) };
+  return { status: 'ok', reps, warmup, summary: summarize(reps.map((r) => r.nsPerExit))!, p25Summary: summarize(reps.map((r) => r.p25Ns))!, ...(command ? { command } : {}) };
 }
 
 const round2 = (x: number): number => Math.round(x * 100) / 100;
@@ -232,8 +265,9 @@ export async function runExitsBench(
     const n = Math.min(node.reps.length, c.reps.length);
     const pairedRatio = both && n > 0 ? round2(median(Array.from({ length: n }, (_, i) => node.reps[i]!.nsPerExit / c.reps[i]!.nsPerExit))) : null;
     const ratioOfMin = both ? round2(nodeSide.summary.min / cSide.summary.min) : null;
+    const ratioP25 = both ? round2(nodeSide.p25Summary.median / cSide.p25Summary.median) : null;
     const target = EXITS_TARGETS[v.mode];
-    variants.push({ ...v, node: nodeSide, c: cSide, ratio, pairedRatio, ratioOfMin, target, met: ratio === null ? null : ratio <= target });
+    variants.push({ ...v, node: nodeSide, c: cSide, ratio, pairedRatio, ratioOfMin, ratioP25, target, met: ratio === null ? null : ratio <= target });
   }
   return { options, variants };
 }
@@ -249,7 +283,7 @@ function fmt(ns: number | undefined): string {
 
 /** The text lines of the family: a table of ns per exit and the goals. */
 export function formatExitsReport(r: ExitsReport): string[] {
-  const headers = ['variant', 'Node ns/exit', 'min-max', 'C ns/exit', 'C min-max', 'N/C', 'paired', 'fastest', 'goal'];
+  const headers = ['variant', 'Node ns/exit', 'min-max', 'C ns/exit', 'C min-max', 'N/C', 'paired', 'fastest', 'goal', 'Node p25', 'C p25', 'N/C p25'];
   const rows = r.variants.map((v) => {
     const label = `${v.guest} ${v.mode} ${v.vcpus}vcpu`;
     if (v.node.status !== 'ok') return [label, `unavailable: ${v.node.reason}`];
@@ -266,6 +300,9 @@ export function formatExitsReport(r: ExitsReport): string[] {
       v.pairedRatio?.toFixed(2) ?? '-',
       v.ratioOfMin?.toFixed(2) ?? '-',
       goal,
+      fmt(v.node.p25Summary.median),
+      c && v.c.status === 'ok' ? fmt(v.c.p25Summary.median) : '-',
+      v.ratioP25?.toFixed(2) ?? '-',
     ];
   });
   const full = rows.filter((row) => row.length === headers.length);
@@ -274,10 +311,13 @@ export function formatExitsReport(r: ExitsReport): string[] {
     cells.length === headers.length
       ? cells.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join('  ').trimEnd()
       : `${cells[0]!.padEnd(widths[0]!)}  ${cells.slice(1).join('  ')}`;
-  const unmet = r.variants.filter((v) => v.met === false).map((v) => `${v.id}: ${v.ratio?.toFixed(2)} (target ${v.target})`);
+  const unmet = r.variants
+    .filter((v) => v.met === false)
+    .map((v) => `${v.id}: ${v.ratio?.toFixed(2)} (target ${v.target}; paired ${v.pairedRatio?.toFixed(2) ?? '-'}, fastest ${v.ratioOfMin?.toFixed(2) ?? '-'}, single round trips p25 ${v.ratioP25?.toFixed(2) ?? '-'})`);
   const compared = r.variants.filter((v) => v.met !== null).length;
   return [
-    `Exit round trips: ${r.options.iterations} per vcpu per repetition, re-entered at once (OUT; MMIO read answered by the host); wall ns per exit over all vcpus, medians`,
+    `Exit round trips: ${r.options.iterations} per vcpu per repetition, re-entered at once (OUT; MMIO read answered by the host); wall ns per exit over all vcpus, medians;`,
+    '  p25: the 25th percentile of round trips timed one by one (median over repetitions), which leaves most of a busy machine\'s noise out',
     '',
     line(headers),
     widths.map((w) => '-'.repeat(w)).join('  '),

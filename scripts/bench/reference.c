@@ -592,9 +592,12 @@ static void run_pass(int vcpu, struct kvm_run *run, const char *pass)
  * --iterations timed ones per vcpu, and prints
  *
  *   {"family":"exits","guest":"out","vcpus":N,"threads":T,"rep":i,
- *    "iterations":K,"exits":N*K,"elapsedNs":...,"nsPerExit":...}
+ *    "iterations":K,"exits":N*K,"elapsedNs":...,"nsPerExit":...,
+ *    "p10Ns":...,"p25Ns":...,"p50Ns":...}
  *
- * nsPerExit = elapsedNs / (N*K): wall time per exit over all vcpus.
+ * nsPerExit = elapsedNs / (N*K): wall time per exit over all vcpus. Each
+ * round trip is also timed on its own: pXXNs are percentiles of those, over
+ * all vcpus (the low ones are the least disturbed by other work).
  */
 
 #define EXITS_MMIO_GPA UINT64_C(0xd0000000)
@@ -629,8 +632,15 @@ struct exits_vcpu {
 	struct kvm_run *run;
 	int guest;
 	int iterations;
+	uint64_t *lat;		/* per round trip ns, iterations entries */
 	pthread_t thread;
 };
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
 
 /* One KVM_RUN and the answer to its exit */
 static void exits_round_trip(struct exits_vcpu *v)
@@ -660,8 +670,11 @@ static void exits_round_trip(struct exits_vcpu *v)
 static void *exits_thread(void *arg)
 {
 	struct exits_vcpu *v = arg;
-	for (int i = 0; i < v->iterations; i++)
+	for (int i = 0; i < v->iterations; i++) {
+		uint64_t t = now_ns();
 		exits_round_trip(v);
+		v->lat[i] = now_ns() - t;
+	}
 	return NULL;
 }
 
@@ -692,14 +705,20 @@ static void exits_once(const struct options *o, int kvm, const struct kvm_cpuid2
 		set_vcpu_state(v->fd, cpuid);
 		v->guest = o->exits;
 		v->iterations = o->iterations;
+		v->lat = calloc((size_t)o->iterations, sizeof(uint64_t));
+		if (!v->lat)
+			die("out of memory");
 		for (int w = 0; w < EXITS_WARM; w++)
 			exits_round_trip(v);
 	}
 	uint64_t t0 = now_ns();
 	if (o->threads == 1) {
 		for (int i = 0; i < o->iterations; i++)
-			for (int c = 0; c < o->vcpus; c++)
+			for (int c = 0; c < o->vcpus; c++) {
+				uint64_t t = now_ns();
 				exits_round_trip(&vcpus[c]);
+				vcpus[c].lat[i] = now_ns() - t;
+			}
 	} else {
 		for (int c = 0; c < o->vcpus; c++)
 			if ((errno = pthread_create(&vcpus[c].thread, NULL, exits_thread, &vcpus[c])))
@@ -708,6 +727,17 @@ static void exits_once(const struct options *o, int kvm, const struct kvm_cpuid2
 			pthread_join(vcpus[c].thread, NULL);
 	}
 	uint64_t elapsed = now_ns() - t0;
+	uint64_t exits = (uint64_t)o->vcpus * (uint64_t)o->iterations;
+	uint64_t *all = malloc(exits * sizeof(uint64_t));
+	if (!all)
+		die("out of memory");
+	for (int c = 0; c < o->vcpus; c++) {
+		memcpy(all + (size_t)c * (size_t)o->iterations, vcpus[c].lat, (size_t)o->iterations * sizeof(uint64_t));
+		free(vcpus[c].lat);
+	}
+	qsort(all, exits, sizeof(uint64_t), cmp_u64);
+	uint64_t p10 = all[(exits - 1) / 10], p25 = all[(exits - 1) / 4], p50 = all[(exits - 1) / 2];
+	free(all);
 	for (int i = 0; i < o->vcpus; i++) {
 		munmap(vcpus[i].run, (size_t)run_size);
 		close(vcpus[i].fd);
@@ -716,11 +746,11 @@ static void exits_once(const struct options *o, int kvm, const struct kvm_cpuid2
 	munmap(sys, SYS_SIZE);
 	if (rep < 0)
 		return;
-	uint64_t exits = (uint64_t)o->vcpus * (uint64_t)o->iterations;
 	printf("{\"family\":\"exits\",\"guest\":\"%s\",\"vcpus\":%d,\"threads\":%d,\"rep\":%d,"
-	       "\"iterations\":%d,\"exits\":%" PRIu64 ",\"elapsedNs\":%" PRIu64 ",\"nsPerExit\":%.1f}\n",
+	       "\"iterations\":%d,\"exits\":%" PRIu64 ",\"elapsedNs\":%" PRIu64 ",\"nsPerExit\":%.1f,"
+	       "\"p10Ns\":%" PRIu64 ",\"p25Ns\":%" PRIu64 ",\"p50Ns\":%" PRIu64 "}\n",
 	       o->exits == EXITS_OUT ? "out" : "mmio", o->vcpus, o->threads, rep, o->iterations, exits,
-	       elapsed, (double)elapsed / (double)exits);
+	       elapsed, (double)elapsed / (double)exits, p10, p25, p50);
 	fflush(stdout);
 }
 
