@@ -171,6 +171,8 @@ async function nodeWorker(v: ExitsVariant): Promise<Timed> {
     };
     const data: ExitsWorkerData = { guest: v.guest, iterations: v.iterations };
     for (let i = 0; i < v.vcpus; i++) workers.push(new Worker(script, { workerData: data }));
+    // Each worker closes its VM and ends by itself after 'done'; terminate() is for failures only.
+    const exited = workers.map((w) => new Promise<void>((resolve) => w.once('exit', () => resolve())));
     const next = workers.map(messages);
     await Promise.all(next.map((n) => n('ready')));
     const done = next.map((n) => n('done'));
@@ -182,6 +184,7 @@ async function nodeWorker(v: ExitsVariant): Promise<Timed> {
     results.forEach((m, i) => {
       if (m.kind === 'done') latencies.set(m.latencies, i * v.iterations);
     });
+    await Promise.all(exited);
     return { elapsedNs, latencies };
   } finally {
     await Promise.all(workers.map((w) => w.terminate()));
