@@ -143,12 +143,16 @@ describeUnless(kvmUnavailable, 'MSR exits (KVM_CAP_X86_USER_SPACE_MSR)', () => {
 });
 
 describeUnless(kvmUnavailable, 'memory-fault exit', () => {
-
   // KVM_EXIT_MEMORY_FAULT comes, on x86, from private-memory faults: a guest access to a gpa whose
   // attributes say private in a slot without guest_memfd (private_mem_kvm_exits_test's case). Neither
   // kvm_pvm nor Debian's lab kernels (no KVM_SW_PROTECTED_VM) can do it: there the mprotect and
   // guest_memfd setups give a plain EFAULT or run (checked in the lab on 6.18, 2026-12-01).
-  const swProtected = kvmUnavailable ?? (Kvm.open().capabilities().vmTypes.includes('sw-protected') ? undefined : 'needs VM type sw-protected (KVM_SW_PROTECTED_VM; the private lab kernel, see shared/notes/private-kernel.md)');
+  const swProtected =
+    kvmUnavailable ??
+    ((): string | undefined => {
+      using kvm = Kvm.open();
+      return kvm.capabilities().vmTypes.includes('sw-protected') ? undefined : 'needs VM type sw-protected (KVM_SW_PROTECTED_VM; the private lab kernel, see shared/notes/private-kernel.md)';
+    })();
   it.skipIf(swProtected !== undefined)(`a private gpa without guest_memfd behind it gives memory-fault with private set, not an error${swProtected ? ` [skipped: ${swProtected}]` : ''}`, () => {
     using kvm = Kvm.open();
     using vm = kvm.createVm({ type: 'sw-protected' });
