@@ -5,7 +5,7 @@
  * instruction emulator, which is where HLT and RDMSR/WRMSR exits come from.
  */
 import { expect, it } from 'vitest';
-import { Kvm, type Vcpu, type VcpuExit } from '../../lib/index.js';
+import { Kvm, KVM_RUN_LAYOUT, type Vcpu, type VcpuExit } from '../../lib/index.js';
 import { Asm, Guest, UCALL_PORT } from '../../lib/guest/index.js';
 import { native } from '../../lib/native.js';
 import { describeKvm, describeUnless, expectKvmError, kvmUnavailable } from '../support/kvm.js';
@@ -90,6 +90,20 @@ describeKvm('exits decoded from what the kernel writes', () => {
     using vm = kvm.createVm();
     using guest = Guest.create(vm, { program: new Asm().bytes([0x0f, 0x0b]) }); // ud2
     expect(next(guest.vcpu)).toEqual({ reason: 'shutdown', code: 8 });
+  });
+
+  it('request_interrupt_window with IF set: irq-window-open, ready and if_flag read from kvm_run', () => {
+    using kvm = Kvm.open();
+    using vm = kvm.createVm();
+    using guest = Guest.create(vm, { program: new Asm().mov('edx', UCALL_PORT).label('l').out('dx', 'eax').jmp('l') });
+    guest.vcpu.setRegs({ rflags: 0x3202n }); // IOPL 3, IF
+    guest.vcpu.runState[KVM_RUN_LAYOUT.requestInterruptWindow] = 1;
+    expect(next(guest.vcpu)).toEqual({ reason: 'irq-window-open', code: 7, readyForInterruptInjection: true, ifFlag: true });
+    guest.vcpu.runState[KVM_RUN_LAYOUT.requestInterruptWindow] = 0;
+    let exit = next(guest.vcpu);
+    // A window exit already on its way may come once more; then the guest's OUT.
+    if (exit.reason === 'irq-window-open') exit = next(guest.vcpu);
+    expect(exit).toMatchObject({ reason: 'io', port: UCALL_PORT });
   });
 
   it('HLT at CPL0 (no in-kernel irqchip): hlt', () => {
