@@ -15,7 +15,8 @@
         "native/vm_state.cc",
         "native/vcpu_state.cc",
         "native/eventfd.cc",
-        "native/device.cc"
+        "native/device.cc",
+        "native/exits.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NAPI_CPP_EXCEPTIONS"],

@@ -16,6 +16,11 @@ export type { CpuidEntry } from './cpuid.js';
 export type { Regs, Sregs, Segment, DescriptorTable } from './regs.js';
 export type { VcpuExit, IoExit, MmioExit, MemoryFaultExit, FailEntryExit, InternalErrorExit, SystemEventExit, IntrExit, OtherExit } from './exit.js';
 export type { Stats, StatDescriptor, StatType, StatUnit, StatValue, TypedStats, VmStats, VcpuStats, VmStatTypes, VcpuStatTypes } from './stats.js';
+export type {
+  VcpuExitReason, HypercallExit, DebugExit, ExceptionExit, TprAccessExit, IoapicEoiExit, IrqWindowOpenExit, RdmsrExit, WrmsrExit,
+  MsrExitCause, HypervExit, XenExit, NotifyExit, TdxExit, SimpleExit, UnknownExit, SystemEventType,
+} from './exit.js';
+export { ExitCode, EXIT_REASONS, SYSTEM_EVENT_TYPES, KVM_RUN_LAYOUT, decodeExit } from './exit.js';
 export { PAGE_SIZE, type U64Like } from './int.js';
 export { addonPath } from './native.js';
 export * as guest from './guest/index.js';

@@ -7,7 +7,7 @@ import { encodeCpuid, type CpuidEntry } from './cpuid.js';
 import { callNative, errnoError, invalidArgument, KvmError, type ErrorArgs } from './errors.js';
 import type { CapName } from './constants.js';
 import * as state from './vcpu/index.js';
-import { decodeExit, type VcpuExit } from './exit.js';
+import { ExitDecoder, type VcpuExit } from './exit.js';
 import { Mm } from './constants.js';
 import { native, type NativeMapping } from './native.js';
 import { decodeRegs, decodeSregs, encodeRegs, encodeSregs, REG_NAMES, type Regs, type Segment, type Sregs } from './regs.js';
@@ -35,6 +35,7 @@ export class Vcpu extends Resource {
   readonly vm: Vm;
   readonly #fd: number;
   readonly #runBytes: Uint8Array;
+  readonly #exits: ExitDecoder;
   readonly #owned: { statsFd: number };
   #stats: StatsReader | undefined;
   #running = false;
@@ -51,6 +52,7 @@ export class Vcpu extends Resource {
     this.id = id;
     this.#fd = fd;
     this.#runBytes = new Uint8Array(run.buffer());
+    this.#exits = new ExitDecoder(this.#runBytes);
     this.#owned = owned;
   }
 
@@ -140,7 +142,10 @@ export class Vcpu extends Resource {
 
   /**
    * KVM_RUN on the calling thread (blocks it until the guest exits). A signal
-   * or kick() gives `{ reason: 'intr' }`; other failures throw KvmError.
+   * or kick() gives `{ reason: 'intr' }`; KVM_EXIT_MEMORY_FAULT (KVM_RUN
+   * failing with EFAULT/EHWPOISON) gives `{ reason: 'memory-fault' }`; other
+   * failures throw KvmError. The exit's `data` views and reply methods write
+   * into kvm_run and are valid until the next run (docs/exits.md).
    */
   run(): VcpuExit {
     this.#beginRun();
@@ -322,10 +327,14 @@ export class Vcpu extends Resource {
     this.assertOpen('KVM_RUN');
     if (this.#running) throw new KvmError(`Vcpu ${this.id} is already running`, { code: 'EBUSY', ioctl: 'KVM_RUN', args: { vcpu: this.id } });
     this.#running = true;
+    this.#exits.begin();
   }
 
   #finishRun(errno: number): VcpuExit {
-    if (errno === 0) return decodeExit(this.#runBytes);
+    if (errno === 0) return this.#exits.decode();
+    // KVM_EXIT_MEMORY_FAULT comes with KVM_RUN failing (EFAULT/EHWPOISON): an exit, not an error.
+    const fault = this.#exits.memoryFault(errno);
+    if (fault) return fault;
     if (errno === EINTR || errno === EAGAIN) {
       this.#runBytes[1] = 0;
       return { reason: 'intr' };

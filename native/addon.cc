@@ -12,6 +12,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   nkvm::InitVcpuState(env, exports);
   nkvm::InitEventfd(env, exports);
   nkvm::InitDevice(env, exports);
+  nkvm::InitExits(env, exports);
   return exports;
 }
 

@@ -55,5 +55,6 @@ void InitVmState(Napi::Env env, Napi::Object exports);
 void InitVcpuState(Napi::Env env, Napi::Object exports);
 void InitEventfd(Napi::Env env, Napi::Object exports);
 void InitDevice(Napi::Env env, Napi::Object exports);
+void InitExits(Napi::Env env, Napi::Object exports);
 
 }  // namespace nkvm

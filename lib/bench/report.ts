@@ -6,6 +6,7 @@
 import type { Summary } from './stats.js';
 import { formatSize } from './options.js';
 import type { BenchReport, SideResult, VariantResult } from './run.js';
+import { formatExitsReport } from './exits.js';
 
 /** Column headers of the table, with what each means (docs/bench.md repeats these). */
 export const COLUMNS = [
@@ -191,5 +192,7 @@ export function headLines(report: BenchReport): string[] {
 /** The full text report. */
 export function formatReport(report: BenchReport, wide = false): string {
   const note = wide ? [] : ['(--wide: every column)'];
-  return [...headLines(report), '', formatReportTable(report, wide), ...note, '', ...resultLines(report), `Duration: ${(report.durationMs / 1000).toFixed(1)} s`, ''].join('\n');
+  const firstTouch = report.variants.length ? ['', formatReportTable(report, wide), ...note, '', ...resultLines(report)] : [];
+  const exits = report.exits ? ['', ...formatExitsReport(report.exits)] : [];
+  return [...headLines(report), ...firstTouch, ...exits, `Duration: ${(report.durationMs / 1000).toFixed(1)} s`, ''].join('\n');
 }

@@ -12,6 +12,7 @@ import type { BenchOptions } from './options.js';
 import { buildReference, runReference } from './reference.js';
 import { pairedRatios, ratios, ratiosOfMin, summarizeReps, type Ratios, type RepSummary } from './stats.js';
 import { expandVariants, type ReferenceSpec, type Variant } from './variants.js';
+import { exitsSteps, runExitsBench, type ExitsReport } from './exits.js';
 
 /** One side's (Node or C) result for a variant. */
 export type SideResult =
@@ -84,6 +85,8 @@ export interface BenchReport {
   machine: MachineFacts;
   reference: { status: 'ok'; binary: string; buildMs: number } | { status: 'skipped' | 'unavailable'; reason: string };
   variants: VariantResult[];
+  /** The exits family (lib/bench/exits.ts); absent when --family leaves it out. */
+  exits?: ExitsReport;
   goals: {
     autoVsDemand: SpeedupGoal[];
     /** Node/C total ratio per variant against the target 1.05. */
@@ -192,7 +195,7 @@ export async function runBench(options: BenchOptions, hooks: BenchHooks = {}): P
   const t0 = Date.now();
   using kvm = Kvm.open();
   const machine = machineFacts(kvm);
-  const variants = expandVariants(options);
+  const variants = options.families.includes('first-touch') ? expandVariants(options) : [];
 
   let reference: BenchReport['reference'];
   if (!options.reference) reference = { status: 'skipped', reason: '--no-reference' };
@@ -204,7 +207,7 @@ export async function runBench(options: BenchOptions, hooks: BenchHooks = {}): P
 
   const perRun = options.warmup + options.reps;
   const withC = variants.filter((v) => binary !== undefined && 'key' in v.reference).length;
-  hooks.onPlan?.((variants.length + withC) * perRun);
+  hooks.onPlan?.((variants.length + withC) * perRun + (options.exits ? exitsSteps(options.exits, options.reps, options.warmup, binary !== undefined) : 0));
   let done = 0;
   const step = (n: number, label: string): void => {
     done += n;
@@ -229,6 +232,10 @@ export async function runBench(options: BenchOptions, hooks: BenchHooks = {}): P
     hooks.onVariant?.(results[results.length - 1]!, results.length, variants.length, Date.now() - v0);
   }
 
+  const exits = options.exits
+    ? await runExitsBench(kvm, options.exits, options.reps, options.warmup, binary !== undefined ? { path: binary } : { skipped: reference.status === 'ok' ? '' : reference.reason }, step)
+    : undefined;
+
   const finished = new Date();
   machine.loadAverage.end = loadAverage();
   return {
@@ -240,6 +247,7 @@ export async function runBench(options: BenchOptions, hooks: BenchHooks = {}): P
     machine,
     reference,
     variants: results,
+    ...(exits ? { exits } : {}),
     goals: { autoVsDemand: speedupGoals(results), nodeVsC: ratioGoal(results), autoVsExplicit: { target: AUTO_COST_TARGET, comparisons: autoCostGoals(results) } },
   };
 }

@@ -9,6 +9,7 @@ import type { Command } from 'commander';
 import cliProgress from 'cli-progress';
 import { renderChartSvg } from '../bench/chart.js';
 import { BenchUsageError, DEFAULTS, resolveOptions, type RawBenchOptions } from '../bench/options.js';
+import { EXITS_DEFAULTS } from '../bench/exits-options.js';
 import { formatReport } from '../bench/report.js';
 import { runBench, type BenchHooks, type VariantResult } from '../bench/run.js';
 import type { CliIo } from './main.js';
@@ -108,7 +109,7 @@ export async function benchCommand(raw: RawBenchOptions, io: CliIo, progress = p
 export function registerBench(program: Command, io: CliIo): void {
   program
     .command('bench')
-    .description('benchmark guest first touch: pre-faulting vs demand faulting, with a C reference')
+    .description('benchmark guest first touch (pre-faulting vs demand faulting) and exit round trips, with a C reference')
     .option('--sizes <list>', 'region sizes, multiples of 2M (e.g. 64M,256M,1G)', DEFAULTS.sizes)
     .option('--backing <list>', 'anon (4 KiB, nohugepage), thp, gmem (guest_memfd mmap)', DEFAULTS.backing)
     .option('--method <list>', 'demand, kernel (KVM_PRE_FAULT_MEMORY), software, auto, populate', DEFAULTS.method)
@@ -120,6 +121,11 @@ export function registerBench(program: Command, io: CliIo): void {
     .option('--chart <file.svg>', 'write a bar chart (SVG, 960 px wide)')
     .option('--wide', 'print every column of the table (the default fits 100 columns)')
     .option('--no-reference', 'do not build and run the C reference')
+    .option('--family <list>', 'benchmark families: first-touch, exits', EXITS_DEFAULTS.family)
+    .option('--exit-guest <list>', 'exits: out (OUT loop), mmio (MMIO read answered)', EXITS_DEFAULTS.exitGuest)
+    .option('--exit-mode <list>', 'exits: sync (run()), async (runAsync()), worker (run() in a worker_thread)', EXITS_DEFAULTS.exitMode)
+    .option('--exit-vcpus <list>', 'exits: vcpu counts', EXITS_DEFAULTS.exitVcpus)
+    .option('--exit-iterations <n>', 'exits: timed round trips per vcpu per repetition', EXITS_DEFAULTS.exitIterations)
     .action(async (options: RawBenchOptions) => {
       io.exitCode = await benchCommand(options, io);
     });

@@ -94,6 +94,8 @@ describe('bench arguments', () => {
       warmup: 1,
       reference: true,
       wide: false,
+      families: ['first-touch', 'exits'],
+      exits: { guests: ['out', 'mmio'], modes: ['sync', 'async', 'worker'], vcpus: [1, 2], iterations: 5000 },
     });
     expect(DEFAULTS.sizes).toBe('256M');
     const r = resolveOptions({ sizes: '4M', method: 'auto,demand', threads: '2,1,2', access: 'read,write', reps: '1', warmup: '0', reference: false, json: 'x.json', chart: 'x.svg' });
@@ -195,7 +197,7 @@ describeKvm('bench run (tiny)', () => {
     const svg = join(dir, 'out', 'bench.svg');
     const io = capture();
     const code = await main(
-      ['bench', '--sizes', '4M', '--backing', 'anon,thp', '--method', 'demand,kernel,auto', '--threads', '1', '--reps', '1', '--warmup', '0', '--json', json, '--chart', svg],
+      ['bench', '--sizes', '4M', '--backing', 'anon,thp', '--method', 'demand,kernel,auto', '--threads', '1', '--reps', '1', '--warmup', '0', '--family', 'first-touch', '--json', json, '--chart', svg],
       io,
     );
     expect(code, io.err()).toBe(0);
