@@ -24,3 +24,4 @@ export {
   type PreFaultRange, type PreFaultOptions, type PreFaultResult, type PreFaultLevels, type PreFaultEngineName, type PreFaultEngineChoice,
 } from './prefault/index.js';
 export { SoftMmu, type PageLevel, type SoftMmuLeaf, type SoftMmuStats } from './soft-mmu/index.js';
+export * as vmm from './vmm/index.js';
