@@ -16,7 +16,7 @@ interface VmmVmMethods {
   setTssAddr?(gpa: bigint | number): void;
   setIdentityMapAddr?(gpa: bigint | number): void;
   createIrqchip?(): void;
-  createPit2?(options?: { flags?: number }): void;
+  createPit2?(options?: { speakerDummy?: boolean }): void;
   irqLine?(irq: number, level: boolean | number): void;
 }
 
@@ -28,11 +28,10 @@ interface MsrEntry {
 
 /** The Vcpu methods used here (optional until the library has them). */
 interface VmmVcpuMethods {
-  setMsrs?(entries: MsrEntry[]): unknown;
-  getFpu?(): Record<string, unknown>;
-  setFpu?(fpu: Record<string, unknown>): void;
-  getLapic?(): unknown;
-  setLapic?(state: unknown): void;
+  setMsrs?(entries: readonly MsrEntry[]): void;
+  setFpu?(update: { fcw?: number }): void;
+  getLapic?(): { lvtLint0: number; lvtLint1: number };
+  setLapic?(update: { lvtLint0?: number; lvtLint1?: number }): void;
 }
 
 /** What the machine-level setup achieved. */
@@ -58,13 +57,10 @@ export const BOOT_MSRS: readonly MsrEntry[] = [
   { index: 0x1a0, data: 1n }, // IA32_MISC_ENABLE: fast strings
 ];
 
-/** x87 control word at reset (all exceptions masked) and MXCSR at reset. */
+/** x87 control word at reset (all exceptions masked). MXCSR is 0x1f80 from vcpu creation (KVM_SET_FPU ignores it). */
 export const FPU_FCW = 0x37f;
-export const FPU_MXCSR = 0x1f80;
 
-/** LAPIC register offsets and the LVT values of a PC's virtual-wire mode. */
-const APIC_LVT0 = 0x350;
-const APIC_LVT1 = 0x360;
+/** LVT delivery modes of a PC's virtual-wire mode. */
 const APIC_MODE_EXTINT = 0x7 << 8;
 const APIC_MODE_NMI = 0x4 << 8;
 
@@ -98,8 +94,8 @@ export function setUpVm(vm: Vm, options: { irqchip: boolean }): VmSetupResult {
   let pit = false;
   if (options.irqchip) {
     irqchip = call('createIrqchip', () => m.createIrqchip!());
-    // KVM_PIT_SPEAKER_DUMMY (1): the PIT answers port 0x61 itself.
-    if (irqchip) pit = call('createPit2', () => m.createPit2!({ flags: 1 }));
+    // KVM_PIT_SPEAKER_DUMMY: the PIT answers port 0x61 itself.
+    if (irqchip) pit = call('createPit2', () => m.createPit2!({ speakerDummy: true }));
   }
   return { irqchip, pit, missing };
 }
@@ -120,35 +116,29 @@ export function irqLineOf(vm: Vm, setup: VmSetupResult): ((irq: number, level: b
 export function setUpVcpu(vcpu: Vcpu, options: { irqchip: boolean }): string[] {
   const c = vcpuMethods(vcpu);
   const missing: string[] = [];
-  if (typeof c.setMsrs === 'function') c.setMsrs(BOOT_MSRS.map((e) => ({ ...e })));
-  else missing.push('Vcpu.setMsrs');
-  if (typeof c.getFpu === 'function' && typeof c.setFpu === 'function') c.setFpu({ ...c.getFpu(), fcw: FPU_FCW, mxcsr: FPU_MXCSR });
-  else missing.push('Vcpu.getFpu/setFpu');
+  if (typeof c.setMsrs === 'function') {
+    try {
+      c.setMsrs(BOOT_MSRS);
+    } catch (e) {
+      // A host that refuses one of these MSRs should not stop the boot: say so.
+      missing.push(`Vcpu.setMsrs failed: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  } else {
+    missing.push('Vcpu.setMsrs');
+  }
+  if (typeof c.setFpu === 'function') c.setFpu({ fcw: FPU_FCW });
+  else missing.push('Vcpu.setFpu');
   if (options.irqchip) {
     if (typeof c.getLapic === 'function' && typeof c.setLapic === 'function') {
-      const state = c.getLapic();
-      const regs = lapicRegs(state);
-      if (regs) {
-        const v = new DataView(regs.buffer, regs.byteOffset, regs.byteLength);
-        v.setUint32(APIC_LVT0, (v.getUint32(APIC_LVT0, true) & ~0x1_07ff) | APIC_MODE_EXTINT, true);
-        v.setUint32(APIC_LVT1, (v.getUint32(APIC_LVT1, true) & ~0x1_07ff) | APIC_MODE_NMI, true);
-        c.setLapic(state);
-      } else {
-        missing.push('Vcpu.getLapic (register bytes)');
-      }
+      const lapic = c.getLapic();
+      // Mode bits 8-10 and the mask bit 16 replaced: LINT0 ExtINT, LINT1 NMI, both unmasked.
+      c.setLapic({
+        lvtLint0: (lapic.lvtLint0 & ~0x1_0700) | APIC_MODE_EXTINT,
+        lvtLint1: (lapic.lvtLint1 & ~0x1_0700) | APIC_MODE_NMI,
+      });
     } else {
       missing.push('Vcpu.getLapic/setLapic');
     }
   }
   return missing;
-}
-
-/** The 1024 register bytes of a kvm_lapic_state, in whichever shape getLapic() returns. */
-function lapicRegs(state: unknown): Uint8Array | undefined {
-  if (state instanceof Uint8Array && state.byteLength >= 1024) return state;
-  if (typeof state === 'object' && state !== null && 'regs' in state) {
-    const regs = (state as { regs: unknown }).regs;
-    if (regs instanceof Uint8Array && regs.byteLength >= 1024) return regs;
-  }
-  return undefined;
 }
