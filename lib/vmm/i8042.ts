@@ -14,6 +14,8 @@ export const I8042_COMMAND_PORT = 0x64;
 const STATUS_OUTPUT_FULL = 0x01;
 const STATUS_SYSTEM = 0x04;
 const STATUS_COMMAND = 0x08;
+/** Keyboard not inhibited (clear means "keylock active"). */
+const STATUS_UNLOCKED = 0x10;
 
 const CMD_READ_CONFIG = 0x20;
 const CMD_WRITE_CONFIG = 0x60;
@@ -33,7 +35,7 @@ export class I8042 {
   #config = 0x45; // translate, system flag, keyboard interrupt
   #output: number[] = [];
   #expectData: 'config' | 'output-port' | undefined;
-  #status = STATUS_SYSTEM;
+  #status = STATUS_SYSTEM | STATUS_UNLOCKED;
   readonly #onReset: () => void;
   /** Whether the guest has asked for a reset. */
   resetRequested = false;

@@ -31,6 +31,14 @@ export type PrefaultMode = 'none' | PreFaultEngineChoice;
 export const DEFAULT_CMDLINE =
   'console=ttyS0 earlyprintk=serial,ttyS0,115200 reboot=k panic=-1 no5lvl nomodeset pci=off i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd tsc=reliable';
 
+/**
+ * Added to the default command line on kvm_pvm. There a CPL0 guest's CPUID
+ * returns the host's own values whatever KVM_SET_CPUID2 set (measured), so
+ * the kernel must be told on its command line to leave alone what KVM's
+ * instruction emulator cannot execute (XRSTOR, CMPXCHG16B, BMI2, AVX...).
+ */
+export const EMULATOR_CMDLINE = 'noxsave clearcpuid=cx16,bmi1,bmi2,avx,avx2,avx512f,fsgsbase,smap,pku,rdpid,xsaveopt';
+
 /** Options of {@link bootLinux}. */
 export interface BootOptions {
   /** The bzImage's bytes. */
@@ -115,7 +123,7 @@ export async function bootLinux(options: BootOptions): Promise<BootResult> {
   const cpus = options.cpus ?? 1;
   const backing = options.backing ?? 'anon';
   const prefault = options.prefault ?? 'none';
-  const cmdline = options.cmdline ?? DEFAULT_CMDLINE;
+  const cmdline = options.cmdline ?? (isShadowPagingHost() ? `${DEFAULT_CMDLINE} ${EMULATOR_CMDLINE}` : DEFAULT_CMDLINE);
   if (!Number.isSafeInteger(memorySize) || memorySize < 16 << 20 || memorySize % 4096 !== 0) throw invalidArgument(OP, 'memory must be a multiple of 4096 of at least 16 MiB', { memory: memorySize });
   if (!Number.isInteger(cpus) || cpus < 1 || cpus > 255) throw invalidArgument(OP, 'cpus must be an integer in [1, 255]', { cpus });
   if (!['anon', 'thp', 'gmem'].includes(backing)) throw invalidArgument(OP, `backing must be anon, thp or gmem`, { backing });
