@@ -29,7 +29,9 @@ cat > "$root/init" <<INIT
 #!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t devtmpfs dev /dev 2>/dev/null
-echo "$marker \$(/bin/busybox uname -r) uptime \$(/bin/busybox cat /proc/uptime)"
+# The marker first, from the shell itself: no fork, no signal before it.
+echo "$marker"
+echo "kernel \$(/bin/busybox uname -r), uptime \$(/bin/busybox cat /proc/uptime)"
 /bin/busybox $action -f
 INIT
 chmod +x "$root/init"
