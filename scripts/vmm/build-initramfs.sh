@@ -27,10 +27,10 @@ cp "$busybox" "$root/bin/busybox"
 for tool in sh mount echo cat reboot poweroff uname; do ln -s busybox "$root/bin/$tool"; done
 cat > "$root/init" <<INIT
 #!/bin/busybox sh
-/bin/busybox mount -t proc proc /proc
-/bin/busybox mount -t devtmpfs dev /dev 2>/dev/null
 # The marker first, from the shell itself: no fork, no signal before it.
 echo "$marker"
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t devtmpfs dev /dev 2>/dev/null
 echo "kernel \$(/bin/busybox uname -r), uptime \$(/bin/busybox cat /proc/uptime)"
 /bin/busybox $action -f
 INIT
