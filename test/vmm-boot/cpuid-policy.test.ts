@@ -85,14 +85,3 @@ describe('guestCpuid', () => {
     expect(find(out, 0x8000_0001)!.ecx).toBe(1);
   });
 });
-
-describe('boot benchmark skeleton', async () => {
-  const { bootBenchVariants, summarize } = await import('../../lib/vmm/boot-bench.js');
-  it('enumerates every pre-fault mode for every backing and summarises figures', () => {
-    expect(bootBenchVariants()).toHaveLength(12);
-    expect(bootBenchVariants(['none'], ['thp'])).toEqual([{ prefault: 'none', backing: 'thp' }]);
-    expect(summarize([3, 1, 2])).toEqual({ median: 2, min: 1, max: 3 });
-    expect(summarize([4, 1, 2, 3]).median).toBe(2.5);
-    expect(Number.isNaN(summarize([]).median)).toBe(true);
-  });
-});
