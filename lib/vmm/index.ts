@@ -5,7 +5,7 @@
  * i8042, port bus, run loop) are exported for VMMs that want to assemble
  * their own. See docs/vmm.md.
  */
-export { bootLinux, exitCodeOf, DEFAULT_CMDLINE, type BootOptions, type BootResult, type Backing, type PrefaultMode } from './machine.js';
+export { bootLinux, exitCodeOf, DEFAULT_CMDLINE, EMULATOR_CMDLINE, type BootOptions, type BootResult, type Backing, type PrefaultMode } from './machine.js';
 export { parseBzImage, fmtVersion, ENTRY_64_OFFSET, LoadFlags, XLoadFlags, type BzImage, type SetupHeader } from './bzimage.js';
 export { buildBootParams, encodeCmdline, BootParamsOffset, BOOT_PARAMS_SIZE, type BootParamsInput } from './boot-params.js';
 export { e820Map, ramRegions, encodeE820, E820Type, type E820Entry, type RamRegion } from './e820.js';
