@@ -42,3 +42,4 @@ export {
   type MsrEntry, type Fpu, type Xsave, type Xcr, type LapicState, type LapicRegister, type VcpuEvents, type MpState,
   type DebugRegs, type GuestDebugOptions, type Translation, type NestedState, type CoalescedWrite,
 } from './vcpu/index.js';
+export * as vmm from './vmm/index.js';
