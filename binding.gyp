@@ -9,7 +9,8 @@
         "native/vm.cc",
         "native/vcpu.cc",
         "native/memory.cc",
-        "native/file.cc"
+        "native/file.cc",
+        "native/userfault.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NAPI_CPP_EXCEPTIONS"],

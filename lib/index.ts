@@ -24,3 +24,18 @@ export {
   type PreFaultRange, type PreFaultOptions, type PreFaultResult, type PreFaultLevels, type PreFaultEngineName, type PreFaultEngineChoice,
 } from './prefault/index.js';
 export { SoftMmu, type PageLevel, type SoftMmuLeaf, type SoftMmuStats } from './soft-mmu/index.js';
+export {
+  Userfault,
+  registerUserfault,
+  allocateSharedMemory,
+  userfaultSupport,
+  type UserfaultMode,
+  type UserfaultFault,
+  type UserfaultAnswer,
+  type UserfaultHandler,
+  type UserfaultSource,
+  type UserfaultOptions,
+  type UserfaultStats,
+  type UserfaultSupport,
+  type SharedMemoryOptions,
+} from './userfault.js';

@@ -7,6 +7,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   nkvm::InitVcpu(env, exports);
   nkvm::InitMemory(env, exports);
   nkvm::InitFile(env, exports);
+  nkvm::InitUserfault(env, exports);
   return exports;
 }
 

@@ -49,5 +49,6 @@ void InitVm(Napi::Env env, Napi::Object exports);
 void InitVcpu(Napi::Env env, Napi::Object exports);
 void InitMemory(Napi::Env env, Napi::Object exports);
 void InitFile(Napi::Env env, Napi::Object exports);
+void InitUserfault(Napi::Env env, Napi::Object exports);
 
 }  // namespace nkvm
