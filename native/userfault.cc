@@ -273,7 +273,7 @@ class Server {
       }
     }
     if (answer == kDefault) counters_.defaults++;
-    Resolve(addr, off, len, answer, req.get());
+    Resolve(addr, off, len, answer, req.get(), (msg.flags & kUffdPagefaultFlagWrite) != 0);
     uint64_t ns = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
     counters_.latencyNs += ns;
     uint64_t max = counters_.maxLatencyNs.load();
@@ -333,9 +333,16 @@ class Server {
     }
   }
 
-  void Resolve(uint64_t addr, uint64_t off, uint64_t len, int32_t answer, const Request* req) {
+  void Resolve(uint64_t addr, uint64_t off, uint64_t len, int32_t answer, const Request* req, bool write) {
     bool keep = false;
     bool bytes = Contents(off, len, answer, req, &keep);
+    // UFFDIO_ZEROPAGE maps the shared zero page read-only: a write fault
+    // answered that way faults again at once (copy-on-write, one more exit
+    // for a guest). Zeros for a write are copied in as a writable page.
+    if (!bytes && !minor_ && write) {
+      std::memset(page_.data(), 0, len);
+      bytes = true;
+    }
     if (minor_) {
       // Rewrite the page cache through the alias, then map it here.
       if (!keep) {
