@@ -10,7 +10,8 @@
         "native/vcpu.cc",
         "native/memory.cc",
         "native/file.cc",
-        "native/userfault.cc"
+        "native/userfault.cc",
+        "native/selftest_vm.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NAPI_CPP_EXCEPTIONS"],

@@ -8,6 +8,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   nkvm::InitMemory(env, exports);
   nkvm::InitFile(env, exports);
   nkvm::InitUserfault(env, exports);
+  nkvm::InitSelftestVm(env, exports);
   return exports;
 }
 

@@ -50,5 +50,6 @@ void InitVcpu(Napi::Env env, Napi::Object exports);
 void InitMemory(Napi::Env env, Napi::Object exports);
 void InitFile(Napi::Env env, Napi::Object exports);
 void InitUserfault(Napi::Env env, Napi::Object exports);
+void InitSelftestVm(Napi::Env env, Napi::Object exports);
 
 }  // namespace nkvm

@@ -88,7 +88,7 @@ export async function selftestCommand(names: readonly string[], options: Selftes
   tap.comment(`pass ${counts.pass}`);
   tap.comment(`fail ${counts.fail}`);
   tap.comment(`skipped ${counts.skip}`);
-  tap.comment(`todo ${counts.todo} (known kernel bugs: not ok, do not fail the run)`);
+  tap.comment(`todo ${counts.todo} (known kernel bugs and host differences: not ok, do not fail the run)`);
   tap.comment(`duration_ms ${(performance.now() - start).toFixed(0)}`);
   return counts.fail ? 1 : 0;
 }
