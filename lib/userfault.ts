@@ -72,6 +72,7 @@ export type UserfaultSource =
 
 /** Options of {@link registerUserfault}. */
 export interface UserfaultOptions {
+  /** 'missing' (anonymous memory) or 'minor' (shared memory from allocateSharedMemory()). */
   mode: UserfaultMode;
   /** Default answer: 'zero' for MISSING, 'keep' for MINOR. */
   source?: UserfaultSource;
@@ -79,8 +80,9 @@ export interface UserfaultOptions {
   handler?: UserfaultHandler;
   /** Bytes answered per fault: '4k' (default) or '2m' (a 2 MiB-aligned block, as upstream does for THP). */
   granule?: '4k' | '2m';
-  /** Part of the memory to register; default all. Page aligned. */
+  /** Start of the part of the memory to register (page aligned); default 0. */
   offset?: U64Like;
+  /** Bytes to register (page multiple); default the rest of the memory. */
   length?: U64Like;
   /** Called with each error (handler failures, failed ioctls, EDEADLK). */
   onError?: (error: KvmError) => void;
@@ -88,19 +90,25 @@ export interface UserfaultOptions {
 
 /** Counters of one Userfault. */
 export interface UserfaultStats {
+  /** Fault messages read from the userfaultfd. */
   faults: bigint;
-  /** Answered with UFFDIO_ZEROPAGE / UFFDIO_COPY / UFFDIO_CONTINUE. */
+  /** Answered with UFFDIO_ZEROPAGE. */
   zeroed: bigint;
+  /** Answered with UFFDIO_COPY (contents, or zeros for a write fault). */
   copied: bigint;
+  /** Answered with UFFDIO_CONTINUE (MINOR). */
   continued: bigint;
-  /** Answers the handler gave, and answers taken from `source`. */
+  /** Answers the handler gave. */
   jsAnswers: bigint;
+  /** Answers taken from `source`. */
   defaults: bigint;
+  /** Errors reported (handler failures, failed ioctls, EDEADLK). */
   errors: bigint;
   /** Bytes supplied. */
   bytes: bigint;
-  /** Sum and maximum of fault read to answer, in ns. */
+  /** Sum over faults of the time from reading the fault to answering it, in ns. */
   latencyNs: bigint;
+  /** The longest such time, in ns. */
   maxLatencyNs: bigint;
 }
 
@@ -196,9 +204,11 @@ export function allocateSharedMemory(size: U64Like, options: SharedMemoryOptions
 export class Userfault extends Resource {
   /** The memory whose faults this serves. */
   readonly memory: HostMemory;
+  /** Which faults it serves. */
   readonly mode: UserfaultMode;
-  /** Registered range, as an offset into the memory and a length. */
+  /** Start of the registered range, as an offset into the memory. */
   readonly offset: bigint;
+  /** Bytes registered. */
   readonly length: bigint;
   /** Bytes per answer. */
   readonly granule: bigint;
