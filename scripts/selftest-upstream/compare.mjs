@@ -35,7 +35,7 @@ function portResults() {
   const file = opt('--tap');
   if (file) tap = readFileSync(file, 'utf8');
   else {
-    const r = spawnSync(process.execPath, [join(repo, 'dist', 'cli', 'main.js'), 'selftest', 'guest_memfd', 'set_memory_region', 'pre_fault_memory', 'demand_paging', '--set', 'demand_paging.memory=8M'], {
+    const r = spawnSync(process.execPath, [join(repo, 'dist', 'cli', 'main.js'), 'selftest', ...spec.portSuites, ...spec.portSettings.flatMap((s) => ['--set', s])], {
       encoding: 'utf8',
       timeout: TIMEOUT_MS,
       maxBuffer: 64 << 20,
