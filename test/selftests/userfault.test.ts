@@ -5,6 +5,9 @@
  * throws, and on close with an answer still pending; plus the checks on
  * arguments and lifetimes.
  */
+import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Guest, touchPagesProgram } from '../../lib/guest/index.js';
 import { HostMemory } from '../../lib/memory.js';
@@ -80,6 +83,30 @@ describe.skipIf(skip)('userfaultfd', () => {
     expect(uf.stats().copied).toBeGreaterThanOrEqual(PAGES);
     expectPatterned(memory.bytes, Number(PAGES));
     expect(memory.bytes.subarray(Number(PAGES * P)).every((b) => b === 0)).toBe(true); // not touched, not faulted: zero
+  });
+
+  it('missing, native default from a file (pread; past its end, zeros): a lazily restored snapshot', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'node-kvm-uffd-'));
+    const file = join(dir, 'snapshot');
+    const snapshot = new Uint8Array(Number((PAGES / 2n) * P));
+    for (let i = 0; i < Number(PAGES / 2n); i++) snapshot.set(pattern(i), i * 4096);
+    writeFileSync(file, snapshot);
+    const fd = openSync(file, 'r');
+    try {
+      using kvm = Kvm.open();
+      using vm = kvm.createVm();
+      const memory = vm.allocateMemory(SIZE);
+      memory.advise('nohugepage');
+      using uf = memory.registerUserfault({ mode: 'missing', source: { fd } });
+      closeSync(fd); // the Userfault holds its own duplicate
+      using guest = guestOver(vm, memory, false);
+      await guest.runToDone();
+      expect(uf.errors).toEqual([]);
+      expectPatterned(memory.bytes, Number(PAGES / 2n));
+      expect(memory.bytes.subarray(Number((PAGES / 2n) * P), Number(PAGES * P)).every((b) => b === 0)).toBe(true);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('missing, JS handler (sync and async): called on the JS thread for vcpu faults, its bytes are what the guest reads', async () => {
