@@ -200,6 +200,18 @@ export function allocateSharedMemory(size: U64Like, options: SharedMemoryOptions
   return memory;
 }
 
+/**
+ * Open Userfaults, closed when the process exits: process.exit() on the main
+ * thread does not tear the environment down, and libuv then joins its pool
+ * threads, one of which may be a vcpu waiting for an answer only JS would give.
+ * Closing answers it (from `source`) and unregisters the range.
+ */
+const openUserfaults = new Set<WeakRef<Userfault>>();
+let exitHookInstalled = false;
+function closeAllAtExit(): void {
+  for (const ref of [...openUserfaults]) ref.deref()?.close();
+}
+
 /** A registered userfaultfd range with its serving thread. */
 export class Userfault extends Resource {
   /** The memory whose faults this serves. */
@@ -216,6 +228,7 @@ export class Userfault extends Resource {
   readonly #errors: KvmError[] = [];
   readonly #onError: ((error: KvmError) => void) | undefined;
   readonly #handler: UserfaultHandler | undefined;
+  readonly #ref = new WeakRef(this);
   #unlisten: () => void = () => {};
 
   /** @internal Use registerUserfault() or memory.registerUserfault(). */
@@ -240,6 +253,11 @@ export class Userfault extends Resource {
   stats(): UserfaultStats {
     this.assertOpen('stats');
     return this.#native.stats();
+  }
+
+  /** @internal Joins the set closed at process exit. */
+  joinExitSet(): void {
+    openUserfaults.add(this.#ref);
   }
 
   /** @internal */
@@ -311,6 +329,7 @@ export class Userfault extends Resource {
   }
 
   protected override onClose(): void {
+    openUserfaults.delete(this.#ref);
     this.#unlisten();
   }
 }
@@ -386,6 +405,11 @@ export function registerUserfault(memory: HostMemory, options: UserfaultOptions)
   uf = new Userfault(memory, mode, offset, length, granule, nat, handler, onError);
   const created = uf;
   created.attach(memory.onClosed(() => created.close()));
+  created.joinExitSet();
+  if (!exitHookInstalled) {
+    exitHookInstalled = true;
+    process.once('exit', closeAllAtExit);
+  }
   return created;
 }
 

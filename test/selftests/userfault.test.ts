@@ -15,6 +15,7 @@ import { Kvm } from '../../lib/kvm.js';
 import { allocateSharedMemory, userfaultSupport, type UserfaultFault } from '../../lib/userfault.js';
 import type { Vm } from '../../lib/vm.js';
 import { kvmErrorOf, kvmUnavailable } from '../support/kvm.js';
+import { runNodeChild } from '../hardening/support/child.js';
 
 const P = 4096n;
 const GPA = 4n << 30n;
@@ -238,6 +239,21 @@ describe.skipIf(skip)('userfaultfd', () => {
     expect(kvmErrorOf(() => uf.stats()).code).toBe('ECLOSED');
     const view = new DataView(memory.bytes.buffer, memory.bytes.byteOffset);
     for (let i = 0n; i < PAGES; i++) expect(view.getBigUint64(Number(i * P), true)).toBe(GPA + i * P);
+  });
+
+  it('process.exit() while a vcpu waits for a JS answer completes (the fault is answered at exit)', async () => {
+    const r = await runNodeChild(
+      `const { Kvm, guest } = await import(BUNDLE);
+       const kvm = Kvm.open(); const vm = kvm.createVm();
+       const mem = vm.allocateMemory(2n << 20n); mem.advise('nohugepage');
+       vm.setMemoryRegion({ slot: 1, guestPhysAddr: 4n << 30n, memory: mem });
+       mem.registerUserfault({ mode: 'missing', handler: () => { setTimeout(() => process.exit(0), 10); return new Promise(() => {}); } });
+       const g = guest.Guest.create(vm, { program: guest.touchPagesProgram({ startGva: 4n << 30n, pages: 512, write: true }),
+         map: [{ gpa: 0n, size: 2n << 20n, pageSize: '2m' }, { gpa: 4n << 30n, size: 2n << 20n, pageSize: '4k' }] });
+       await g.runToDone();`,
+      { timeoutMs: 60_000 },
+    );
+    expect({ code: r.code, signal: r.signal, stderr: r.stderr }).toEqual({ code: 0, signal: null, stderr: '' });
   });
 
   it('refuses bad arguments with KvmError EINVAL naming them, and closes with its memory', () => {
