@@ -476,13 +476,17 @@ class Userfault : public Napi::ObjectWrap<Userfault> {
     }
     s.Start();
     napi_add_env_cleanup_hook(env, Cleanup, this);
+    env_ = env;
     hooked_ = true;
   }
 
-  ~Userfault() override { Shutdown(nullptr); }
+  // Collected without close(): stop the thread and drop the cleanup hook,
+  // which would otherwise point at freed memory at environment teardown.
+  ~Userfault() override { Shutdown(env_); }
 
  private:
   std::unique_ptr<Server> server_;
+  napi_env env_ = nullptr;
   bool hooked_ = false;
 
   static void Cleanup(void* arg) {
@@ -533,7 +537,7 @@ class Userfault : public Napi::ObjectWrap<Userfault> {
   }
 
   Napi::Value Close(const Napi::CallbackInfo& info) {
-    Shutdown(info.Env());
+    Shutdown(env_);
     return info.Env().Undefined();
   }
 };
