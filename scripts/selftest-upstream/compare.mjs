@@ -4,7 +4,7 @@
 // case(s), their verdict, and whether they agree or why not. Exits 1 when a
 // disagreement is not explained (cases.json), 2 on a usage error.
 //
-//   node scripts/selftest-upstream/compare.mjs --bin DIR [--tap FILE] [--json FILE]
+//   node scripts/selftest-upstream/compare.mjs --bin DIR [--tap FILE] [--json FILE] [--cases FILE]
 //
 // Verdicts: pass, fail, skip, todo (the port marked a known kernel bug or host
 // difference: `not ok # TODO`), not run (upstream stopped at an earlier failure).
@@ -26,7 +26,7 @@ if (!bin) {
   process.stderr.write('usage: compare.mjs --bin DIR [--tap FILE] [--json FILE]\n');
   process.exit(2);
 }
-const spec = JSON.parse(readFileSync(join(here, 'cases.json'), 'utf8'));
+const spec = JSON.parse(readFileSync(opt('--cases') ?? join(here, 'cases.json'), 'utf8'));
 const TIMEOUT_MS = 15 * 60 * 1000;
 
 /** The port's TAP: parsed test points by description (notes split off). */
@@ -144,7 +144,7 @@ out.push(`# upstream KVM selftests (${version}) beside node-kvm selftest, kernel
 out.push('');
 out.push('| upstream case | upstream | port case | port | agree or why not |');
 out.push('|---|---|---|---|---|');
-const cell = (s) => String(s).replace(/\|/g, '\\|').replace(/\n/g, ' ');
+const cell = (s) => String(s).replace(/\n/g, ' ').replace(/\|/g, '\\|');
 for (const r of rows) {
   const portCell = `${r.port}${r.portNotes.length ? ` [${r.portNotes.join('; ')}]` : ''}`;
   out.push(`| ${cell(r.upstream)} | ${cell(r.upstreamVerdict + (r.upstreamVerdict === 'fail' && r.upstreamWhy ? `: ${r.upstreamWhy}` : ''))} | ${cell(portCell)} | ${cell(r.portVerdict)} | ${cell(r.text)} |`);
