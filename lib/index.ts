@@ -43,3 +43,18 @@ export {
   type DebugRegs, type GuestDebugOptions, type Translation, type NestedState, type CoalescedWrite,
 } from './vcpu/index.js';
 export * as vmm from './vmm/index.js';
+export {
+  Userfault,
+  registerUserfault,
+  allocateSharedMemory,
+  userfaultSupport,
+  type UserfaultMode,
+  type UserfaultFault,
+  type UserfaultAnswer,
+  type UserfaultHandler,
+  type UserfaultSource,
+  type UserfaultOptions,
+  type UserfaultStats,
+  type UserfaultSupport,
+  type SharedMemoryOptions,
+} from './userfault.js';

@@ -9,6 +9,7 @@ import { callNative, errnoError, invalidArgument, KvmError } from './errors.js';
 import { describe, SIZE_2M, toOptions, toU64, requirePageAligned, PAGE_SIZE, type U64Like } from './int.js';
 import { native, type NativeMapping, type NativeResult } from './native.js';
 import { Resource } from './resource.js';
+import { registerUserfault, type Userfault, type UserfaultOptions } from './userfault.js';
 
 /** Options for anonymous guest memory. */
 export interface AllocateMemoryOptions {
@@ -28,7 +29,7 @@ export interface AllocateMemoryOptions {
 export type Protection = 'none' | 'read' | 'read-write';
 
 /** Where a HostMemory's pages come from. */
-export type MemoryKind = 'anonymous' | 'guest-memfd';
+export type MemoryKind = 'anonymous' | 'guest-memfd' | 'memfd';
 
 /** Options for populate(). */
 export interface PopulateOptions {
@@ -174,6 +175,16 @@ export class HostMemory extends Resource {
     if (prot < 0) throw invalidArgument('mprotect', `protection must be 'none', 'read' or 'read-write'`, { protection });
     const [off, len] = this.#range('mprotect', offset, length ?? this.size - toU64(offset, 'offset', 'mprotect'));
     callNative('mprotect', { protection, offset: off, length: len }, () => this.#mapping.mprotect(off, len, prot));
+  }
+
+  /**
+   * Serves first touches of this memory from userspace (userfaultfd) on a
+   * native thread: `mode: 'missing'` for anonymous memory, `'minor'` for
+   * shared memory from allocateSharedMemory(). See lib/userfault.ts; the
+   * Userfault closes with this memory.
+   */
+  registerUserfault(options: UserfaultOptions): Userfault {
+    return registerUserfault(this, options);
   }
 
   /** @internal Called when the memory is closed (memslot owners zap their mappings). */

@@ -13,6 +13,8 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   nkvm::InitEventfd(env, exports);
   nkvm::InitDevice(env, exports);
   nkvm::InitExits(env, exports);
+  nkvm::InitUserfault(env, exports);
+  nkvm::InitSelftestVm(env, exports);
   return exports;
 }
 

@@ -56,5 +56,7 @@ void InitVcpuState(Napi::Env env, Napi::Object exports);
 void InitEventfd(Napi::Env env, Napi::Object exports);
 void InitDevice(Napi::Env env, Napi::Object exports);
 void InitExits(Napi::Env env, Napi::Object exports);
+void InitUserfault(Napi::Env env, Napi::Object exports);
+void InitSelftestVm(Napi::Env env, Napi::Object exports);
 
 }  // namespace nkvm

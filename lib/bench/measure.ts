@@ -27,6 +27,8 @@ import type { Vcpu } from '../vcpu.js';
 import type { IoExit } from '../exit.js';
 import { completeRep, type PreFaultFigures, type RepMetrics } from './metrics.js';
 import type { Variant } from './variants.js';
+import { registerBenchUserfault } from './userfault.js';
+import type { Userfault } from '../userfault.js';
 
 /** Guest-physical address of the measured region (as in reference.c). */
 export const REGION_GPA = 1n << 32n;
@@ -145,6 +147,7 @@ export async function measureGuestOnce(kvm: Kvm, v: Variant, rep: number): Promi
     // ---- populate / pre-fault (timed) ----
     const range = { gpa: REGION_GPA, size };
     let result: PreFaultResult | undefined;
+    let userfault: Userfault | undefined;
     const t4 = now();
     try {
       switch (v.method) {
@@ -163,6 +166,12 @@ export async function measureGuestOnce(kvm: Kvm, v: Variant, rep: number): Promi
         case 'kernel':
           result = await vcpu.preFaultMemory(range, { engine: 'kernel' });
           break;
+        case 'userfault': {
+          const r = registerBenchUserfault(memory, v.backing);
+          if ('unavailable' in r) return { ok: false, unavailable: r.unavailable };
+          userfault = r;
+          break;
+        }
         default:
           throw new Error(`unknown method ${String(v.method)}`);
       }
@@ -186,6 +195,7 @@ export async function measureGuestOnce(kvm: Kvm, v: Variant, rep: number): Promi
     const s2 = vcpu.stats();
     expectDone(vcpu, exit2, 'second');
     if (write) checkWritten(memory, v.pages);
+    userfault?.close();
 
     const metrics = completeRep(
       {

@@ -9,14 +9,14 @@ import { resolveExitsOptions, type ExitsOptions, type Family, type RawExitsOptio
 /** How the measured region is backed. */
 export type Backing = 'anon' | 'thp' | 'gmem';
 /** How the region is prepared before the guest's first pass. */
-export type Method = 'demand' | 'kernel' | 'software' | 'auto' | 'populate';
+export type Method = 'demand' | 'kernel' | 'software' | 'auto' | 'populate' | 'userfault';
 /** What the guest does once per 4 KiB page. */
 export type Access = 'write' | 'read';
 
 /** Every backing, in table order. */
 export const BACKINGS: readonly Backing[] = ['anon', 'thp', 'gmem'];
 /** Every method, in table order. */
-export const METHODS: readonly Method[] = ['demand', 'kernel', 'software', 'auto', 'populate'];
+export const METHODS: readonly Method[] = ['demand', 'kernel', 'software', 'auto', 'populate', 'userfault'];
 /** Every access. */
 export const ACCESSES: readonly Access[] = ['write', 'read'];
 

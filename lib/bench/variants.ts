@@ -55,6 +55,8 @@ export function referenceSpec(v: Pick<Variant, 'kind' | 'backing' | 'method' | '
   if (v.kind === 'floor') {
     if (v.backing === 'gmem') return { unavailable: 'the C memset floor takes anon or thp memory' };
     args = ['--memset', '--size', size, '--backing', v.backing];
+  } else if (v.method === 'userfault') {
+    return { unavailable: 'the C reference has no userfaultfd variant' };
   } else if (v.method === 'demand') {
     args = ['--size', size, '--backing', v.backing, '--method', 'demand', '--access', v.access];
   } else if (v.method === 'kernel') {

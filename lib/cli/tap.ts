@@ -1,6 +1,6 @@
 /**
  * A TAP producer (Test Anything Protocol, versions 13 and 14): version line,
- * plan, test points with `# SKIP` directives, YAML diagnostic blocks, and
+ * plan, test points with `# SKIP` and `# TODO` directives, YAML diagnostic blocks, and
  * comments. Output is flat (no subtests) so TAP 13 consumers read it too.
  */
 
@@ -10,6 +10,11 @@ export interface TestPoint {
   description: string;
   /** Makes the point a skip: `ok N - description # SKIP reason`. */
   skip?: string;
+  /**
+   * Makes the point a TODO: `not ok N - description # TODO reason` (with ok
+   * false) counts as an expected failure that does not fail the run.
+   */
+  todo?: string;
   /** Diagnostics printed as a YAML block under the point. */
   diagnostics?: Record<string, unknown>;
 }
@@ -48,6 +53,7 @@ export class TapWriter {
     this.#count++;
     let line = `${point.ok ? 'ok' : 'not ok'} ${this.#count} - ${escapeDescription(point.description)}`;
     if (point.skip !== undefined) line += ` # SKIP ${escapeDirective(point.skip)}`;
+    else if (point.todo !== undefined) line += ` # TODO ${escapeDirective(point.todo)}`;
     this.#line(line);
     if (point.diagnostics) {
       this.#line('  ---');

@@ -10,12 +10,13 @@ import { readSync, writeSync } from 'node:fs';
 import { GUEST_MEMFD_FLAGS, MemFlag, Mm, VM_TYPES, type GuestMemfdFlag, type VmType } from '../constants.js';
 import { native } from '../native.js';
 import type { Vm } from '../vm.js';
+import type { MmioExit } from '../exit.js';
 import { Asm } from '../guest/asm.js';
 import { Guest } from '../guest/guest.js';
 import { emitUcallAbort, emitUcallDone } from '../guest/ucall.js';
-import { check, checkEqual, expectKvmError, expectOutcome, outcomeOf } from './assert.js';
+import { check, checkEqual, expectKvmError, expectOutcome, outcomeOf, SelftestFailure, show } from './assert.js';
 import { expectSigbus, touchInChild } from './child.js';
-import { firstReason, needs, type SkipCheck } from './host.js';
+import { firstReason, isKvmPvm, needs, type SkipCheck } from './host.js';
 import type { SelftestCase, SelftestContext, SelftestSuite } from './types.js';
 
 const PAGE = 4096;
@@ -242,10 +243,11 @@ const rawInvalidBinding: Body = (ctx, type, flags) => {
     'raw KVM_SET_USER_MEMORY_REGION2 with guest_memfd_offset 0x7ffffffffffff000',
   );
   if (got === 'OK') {
-    // Known kernel bug (seen on 6.18): the end-of-binding overflow is not
-    // caught. Record it, and remove the bogus slot before the VM goes.
-    ctx.log('deviation: this kernel accepts a guest_memfd binding whose offset + size overflows (upstream expects EINVAL; node-kvm refuses it with EINVAL)');
+    // Known kernel bug (6.18; 7.3 rejects it): the end-of-binding overflow is
+    // not caught. Upstream fails here, so the port says `not ok # TODO` (the
+    // run still passes), and removes the bogus slot before the VM goes.
     native.setUserMemoryRegion2(vm.fd, 0, 0, 0n, 0n, 0n, 0n, 0);
+    ctx.todo('KVM_SET_USER_MEMORY_REGION2 accepts guest_memfd_offset 0x7ffffffffffff000 + 4 pages (signed overflow; upstream expects EINVAL, node-kvm refuses it)', ['6.18']);
   }
 };
 
@@ -253,31 +255,81 @@ const rawInvalidBinding: Body = (ctx, type, flags) => {
 async function guestCase(ctx: SelftestContext): Promise<void> {
   using vm = createVm(ctx, 'default');
   using g = vm.createGuestMemfd({ size: P, flags: ['mmap', 'init-shared'] });
-  // The slot's userspace address is the guest_memfd's own mapping: on a
-  // shadow-paging host KVM reaches guest memory through it (without one the
-  // guest's accesses exit as MMIO).
+  // node-kvm's extra: the slot's userspace address is the guest_memfd's own
+  // mapping, which every KVM (kvm_pvm's shadow paging too) reaches guest
+  // memory through. The upstream way (no address) is upstreamGuestCase.
   using m = g.map();
   m.bytes.fill(0xaa);
   vm.setMemoryRegion({ slot: 1, guestPhysAddr: GIB_4, size: P, memory: m, guestMemfd: g });
 
-  const a = new Asm();
-  a.mov('rbx', GIB_4).mov('rcx', PAGE);
-  a.label('check').loadZx('eax', { base: 'rbx' }, 8).cmp('eax', 0xaa).jne('mismatch');
-  a.inc('rbx').decJnz('rcx', 'check');
-  a.mov('rbx', GIB_4).mov('rcx', PAGE / 8).mov('rax', -1);
-  a.label('fill').store({ base: 'rbx' }, 'rax').add('rbx', 8).decJnz('rcx', 'fill');
-  emitUcallDone(a);
-  a.label('mismatch');
-  emitUcallAbort(a, { text: 'guest read a byte other than 0xaa' }, 'rbx');
-
   using guest = Guest.create(vm, {
-    program: a,
+    program: checkThenFillProgram(GIB_4),
     map: [
       { gpa: 0n, size: SIZE_2M, pageSize: '2m' },
       { gpa: GIB_4, size: P, pageSize: '4k' },
     ],
   });
   await guest.runToDone();
+  const bad = m.bytes.findIndex((b) => b !== 0xff);
+  checkEqual(bad, -1, 'index of the first byte the host does not see as 0xff');
+}
+
+/** The guest program of the upstream test: check every byte of the page is 0xaa, fill it with 0xff, DONE. */
+function checkThenFillProgram(gpa: bigint): Asm {
+  const a = new Asm();
+  a.mov('rbx', gpa).mov('rcx', PAGE);
+  a.label('check').loadZx('eax', { base: 'rbx' }, 8).cmp('eax', 0xaa).jne('mismatch');
+  a.inc('rbx').decJnz('rcx', 'check');
+  a.mov('rbx', gpa).mov('rcx', PAGE / 8).mov('rax', -1);
+  a.label('fill').store({ base: 'rbx' }, 'rax').add('rbx', 8).decJnz('rcx', 'fill');
+  emitUcallDone(a);
+  a.label('mismatch');
+  emitUcallAbort(a, { text: 'guest read a byte other than 0xaa' }, 'rbx');
+  return a;
+}
+
+/**
+ * The guest test exactly as upstream does it: the slot is bound to the
+ * guest_memfd alone (userspace_addr 0), so KVM must serve the guest's
+ * accesses from the guest_memfd itself (a TDP kernel with MMAP|INIT_SHARED
+ * does). kvm_pvm's shadow paging reaches guest memory only through a
+ * userspace address: the guest's first read exits as MMIO, a known
+ * difference recorded as a TODO. Anywhere else that exit fails the case.
+ */
+async function upstreamGuestCase(ctx: SelftestContext): Promise<void> {
+  using vm = createVm(ctx, 'default');
+  using g = vm.createGuestMemfd({ size: P, flags: ['mmap', 'init-shared'] });
+  vm.setMemoryRegion({ slot: 1, guestPhysAddr: GIB_4, size: P, guestMemfd: g });
+  check(vm.slotAt(GIB_4)?.memory === undefined, 'the slot has no userspace memory (bound to the guest_memfd only)');
+  {
+    using m = g.map();
+    m.bytes.fill(0xaa);
+  }
+  using guest = Guest.create(vm, {
+    program: checkThenFillProgram(GIB_4),
+    map: [
+      { gpa: 0n, size: SIZE_2M, pageSize: '2m' },
+      { gpa: GIB_4, size: P, pageSize: '4k' },
+    ],
+  });
+  for (;;) {
+    const e = await guest.run();
+    if (e.kind === 'done') break;
+    if (e.kind === 'abort') throw new SelftestFailure(`guest: ${e.message} (at ${show(e.value)})`);
+    if (e.kind === 'exit' && e.exit.reason === 'intr') continue;
+    if (e.kind === 'exit' && e.exit.reason === 'mmio') {
+      const x = e.exit as MmioExit;
+      const what = `a guest ${x.isWrite ? 'write' : 'read'} of a slot bound only to guest_memfd exits as KVM_EXIT_MMIO at ${show(x.physAddr)} (upstream expects the guest_memfd's contents)`;
+      if (isKvmPvm() && x.physAddr >= GIB_4 && x.physAddr < GIB_4 + P) {
+        ctx.log(`kvm_pvm: ${what}; rip ${show(guest.vcpu.getRegs().rip)}`);
+        ctx.todo(`kvm_pvm: ${what}`, ['6.18 kvm_pvm']);
+        return;
+      }
+      throw new SelftestFailure(what, { expected: 'done', actual: 'mmio' });
+    }
+    throw new SelftestFailure(`unexpected guest stop: ${e.kind === 'exit' ? e.exit.reason : e.kind}`);
+  }
+  using m = g.map();
   const bad = m.bytes.findIndex((b) => b !== 0xff);
   checkEqual(bad, -1, 'index of the first byte the host does not see as 0xff');
 }
@@ -352,6 +404,7 @@ function buildCases(): SelftestCase[] {
     }
   }
   cases.push({ name: 'guest: reads 0xaa and writes 0xff through a guest_memfd at 4 GiB', skip: needs.guestMemfdFlags(['mmap', 'init-shared']), run: guestCase });
+  cases.push({ name: 'guest (upstream): slot bound only to guest_memfd, no userspace address', skip: needs.guestMemfdFlags(['mmap', 'init-shared']), run: upstreamGuestCase });
   for (const type of Object.keys(VM_TYPES) as VmType[]) {
     if (type !== 'default') cases.push(otherVmTypeCase(type));
   }

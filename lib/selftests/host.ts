@@ -4,6 +4,7 @@
  * throws: a host without a usable /dev/kvm just makes every check say so.
  */
 import { GUEST_MEMFD_FLAGS, type GuestMemfdFlag, type VmType } from '../constants.js';
+import { existsSync } from 'node:fs';
 import { release } from 'node:os';
 import { Kvm, type KvmCapabilities } from '../kvm.js';
 
@@ -106,3 +107,12 @@ export const needs = {
   readonlyMemory: (): string | undefined =>
     firstReason(needs.kvm, () => (caps().readonlyMem ? undefined : 'read-only memslots are not supported here (KVM_CAP_READONLY_MEM is 0)')),
 } as const;
+
+/**
+ * Whether /dev/kvm is kvm_pvm (shadow paging, no TDP), which behaves
+ * differently from VMX/SVM KVM in documented ways (see docs/lab.md): cases use
+ * it to tell such a known difference (a TODO) from a failure.
+ */
+export function isKvmPvm(): boolean {
+  return existsSync('/sys/module/kvm_pvm');
+}

@@ -20,6 +20,8 @@ const SUITE_LOADERS: Readonly<Record<string, () => Promise<SuiteModule>>> = {
   demand_paging: () => import('./demand_paging.js'),
   pre_fault_memory: () => import('./pre_fault_memory.js'),
   map_memory: () => import('./map_memory.js'),
+  memslot_modification_stress: () => import('./memslot_modification_stress.js'),
+  mmu_stress: () => import('./mmu_stress.js'),
 };
 
 /** Names of the registered suites, in run order. */

@@ -20,6 +20,7 @@ async function run(ctx: SelftestContext, type: VmType): Promise<void> {
   const first = await f.vcpu.preFaultMemory({ gpa: TEST_GPA, size: SIZE_2M });
   checkEqual(first.bytesMapped, SIZE_2M, 'first 2 MiB mapped');
   ctx.log(`engine ${first.engine}: ${first.reason}`);
+  ctx.note(`engine: ${first.engine}`);
   const last = await f.vcpu.preFaultMemory({ gpa: TEST_GPA + SIZE_2M, size: PAGE });
   checkEqual(last.bytesMapped, PAGE, 'last page mapped');
   let failure: unknown;

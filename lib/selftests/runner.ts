@@ -2,6 +2,7 @@
  * Runs selftest cases and reports each one as pass, fail or skip. Shared by
  * the CLI and the vitest wrapper so both see exactly the same outcomes.
  */
+import { release } from 'node:os';
 import { Kvm } from '../kvm.js';
 import { needs } from './host.js';
 import type { SelftestCase, SelftestContext, SelftestSuite } from './types.js';
@@ -10,14 +11,31 @@ import type { SelftestCase, SelftestContext, SelftestSuite } from './types.js';
 export interface CaseResult {
   suite: string;
   name: string;
-  status: 'pass' | 'fail' | 'skip';
+  /** 'todo': the case passed except for known kernel bugs it recorded with ctx.todo(). */
+  status: 'pass' | 'fail' | 'skip' | 'todo';
   /** Why it was skipped. */
   reason?: string;
+  /** The known kernel bugs the case recorded (status 'todo', or 'fail' when it also failed). */
+  todos: KernelTodo[];
+  /** Short facts for the TAP line (ctx.note()). */
+  notes: string[];
   /** What it threw. */
   error?: unknown;
   durationMs: number;
   /** What the case logged, in order. */
   logs: string[];
+}
+
+/** A known kernel bug a case saw (ctx.todo()). */
+export interface KernelTodo {
+  what: string;
+  /** Kernels known to have it, then this host's release. */
+  kernels: string[];
+}
+
+/** `<what> (kernels: a, b; here: <release>)`: the text of a TAP TODO directive. */
+export function todoText(t: KernelTodo): string {
+  return `${t.what} (kernels: ${t.kernels.join(', ')})`;
 }
 
 /** Options of runCase()/runSuites(). */
@@ -44,8 +62,10 @@ export function skipReason(c: SelftestCase): string | undefined {
 /** Runs one case (or skips it) and never throws: failures are in the result. */
 export async function runCase(suite: SelftestSuite, c: SelftestCase, options: RunOptions = {}): Promise<CaseResult> {
   const logs: string[] = [];
+  const todos: KernelTodo[] = [];
+  const notes: string[] = [];
   const reason = skipReason(c);
-  if (reason !== undefined) return { suite: suite.name, name: c.name, status: 'skip', reason, durationMs: 0, logs };
+  if (reason !== undefined) return { suite: suite.name, name: c.name, status: 'skip', reason, durationMs: 0, logs, todos, notes };
   const start = performance.now();
   let kvm: Kvm | undefined;
   try {
@@ -57,11 +77,18 @@ export async function runCase(suite: SelftestSuite, c: SelftestCase, options: Ru
         logs.push(message);
         options.onLog?.(message, suite.name, c.name);
       },
+      todo: (what, kernels) => {
+        const here = `here: ${release()}`;
+        todos.push({ what: String(what), kernels: [...kernels.map(String), here] });
+      },
+      note: (text) => {
+        if (!notes.includes(text)) notes.push(String(text));
+      },
     };
     await c.run(ctx);
-    return { suite: suite.name, name: c.name, status: 'pass', durationMs: performance.now() - start, logs };
+    return { suite: suite.name, name: c.name, status: todos.length ? 'todo' : 'pass', durationMs: performance.now() - start, logs, todos, notes };
   } catch (error) {
-    return { suite: suite.name, name: c.name, status: 'fail', error, durationMs: performance.now() - start, logs };
+    return { suite: suite.name, name: c.name, status: 'fail', error, durationMs: performance.now() - start, logs, todos, notes };
   } finally {
     kvm?.close();
   }

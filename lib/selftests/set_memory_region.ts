@@ -2,7 +2,9 @@
  * Port of the guest-memory parts of the kernel's set_memory_region selftest:
  * memslot flag validation, the memslot limit, guest_memfd binding errors,
  * overlapping guest_memfd bindings, and moving and deleting a memslot while a
- * guest is reading from it.
+ * guest is reading from it; the x86 in-use cases (no memslots, IDT in MMIO,
+ * misaligned move, deleting memslot 0, x10, slot-zap quirk on and off) are in
+ * memslot-in-use.ts.
  */
 import { MemFlag, type VmType } from '../constants.js';
 import { native } from '../native.js';
@@ -13,6 +15,7 @@ import { spinReadProgram, SpinReadReason } from '../guest/programs.js';
 import { check, checkEqual, expectKvmError, expectOutcome, SelftestFailure, show } from './assert.js';
 import { firstReason, needs, probeHost } from './host.js';
 import type { SelftestCase, SelftestContext, SelftestSuite } from './types.js';
+import { inUseCases } from './memslot-in-use.js';
 
 const P = 4096n;
 const MiB = 1n << 20n;
@@ -337,6 +340,7 @@ export const suite: SelftestSuite = {
       run: privateSlots,
     },
     { name: 'move and delete while the guest runs', run: moveDeleteWhileRunning },
+    ...inUseCases(),
   ] satisfies SelftestCase[],
 };
 

@@ -20,6 +20,24 @@ export interface SelftestContext {
    * `<suite>.<name>`; every case must work with none given.
    */
   readonly settings: ReadonlyMap<string, string>;
+  /**
+   * Records a known bug of the kernel (or a documented difference of this
+   * host's KVM, such as kvm_pvm's shadow paging) that the case just observed.
+   * The case goes on; if nothing else fails it ends as `todo`: TAP prints
+   * `not ok N - ... # TODO <what> (kernels: ...)`, which does not fail the
+   * run, and the summary counts it. Never use it for node-kvm's own
+   * behaviour: that is a pass or a failure.
+   *
+   * @param what   what the kernel does wrong, in a few words
+   * @param kernels the kernels known to have it (e.g. ['6.18']); the runner adds this host's release
+   */
+  todo(what: string, kernels: readonly string[]): void;
+  /**
+   * A short fact that belongs on the case's TAP line (e.g. which pre-fault
+   * engine ran), so an `ok` is never read as something else. Shown as
+   * `ok N - suite: case [note; note]`.
+   */
+  note(text: string): void;
 }
 
 /** One case of a suite. */

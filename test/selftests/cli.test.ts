@@ -94,6 +94,32 @@ describe('selftest command (fake suites)', () => {
     expect(tap.comments).toEqual(expect.arrayContaining(['tests 4', 'pass 1', 'fail 2', 'skipped 1']));
   });
 
+  it('a known kernel bug is `not ok # TODO` with the kernels, does not fail the run, and is counted; notes go on the line', async () => {
+    const todoSuite: SelftestSuite = {
+      name: 'fake',
+      cases: [
+        { name: 'kernel bug', run: (ctx) => ctx.todo('accepts an overflowing binding', ['6.18']) },
+        { name: 'noted', run: (ctx) => (ctx.note('engine: software'), ctx.note('engine: software')) },
+        { name: 'bug and failure', run: (ctx) => (ctx.todo('x', ['6.1']), checkEqual(1, 2, 'one vs two')) },
+      ],
+    };
+    const io = capture();
+    const code = await selftestCommand([], {}, io, async () => [todoSuite]);
+    const tap = parseTap(io.out());
+    if (kvmUnavailable) return;
+    expect(tap.points.map((p) => [p.ok, p.description, p.todo?.replace(/here: .*\)$/, 'here)'), p.notes])).toEqual([
+      [false, 'fake: kernel bug', 'accepts an overflowing binding (kernels: 6.18, here)', []],
+      [true, 'fake: noted', undefined, ['engine: software']],
+      [false, 'fake: bug and failure', undefined, []],
+    ]);
+    expect(io.out()).toMatch(/^not ok 1 - fake: kernel bug # TODO accepts an overflowing binding \(kernels: 6\.18, here: .+\)$/m);
+    expect(tap.points[2]!.yaml).toEqual(expect.arrayContaining([expect.stringMatching(/^ {2}- "?x \(kernels: 6\.1, here: /)]));
+    expect(tap.comments).toEqual(expect.arrayContaining(['pass 1', 'fail 1', 'todo 1 (known kernel bugs and host differences: not ok, do not fail the run)']));
+    expect(code).toBe(1);
+    const onlyTodo = capture();
+    expect(await selftestCommand([], { grep: 'kernel bug$' }, onlyTodo, async () => [todoSuite])).toBe(0);
+  });
+
   it('--grep selects cases; nothing selected is a valid empty plan', async () => {
     const io = capture();
     expect(await selftestCommand([], { grep: 'skip' }, io, loadFake)).toBe(0);

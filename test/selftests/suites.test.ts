@@ -12,7 +12,7 @@ import { parseTap } from './tap-parse.js';
 const suites = await loadSuites();
 
 /** "suite: case" -> outcome seen by the vitest runs below. */
-const seen = new Map<string, { status: 'pass' | 'fail' | 'skip'; reason?: string }>();
+const seen = new Map<string, { status: 'pass' | 'fail' | 'skip' | 'todo'; reason?: string }>();
 
 for (const suite of suites) {
   describe(`selftest ${suite.name}`, () => {
@@ -27,6 +27,8 @@ for (const suite of suites) {
       it(c.name, async () => {
         const result = await runCase(suite, c, { onLog: (m) => console.log(`[${key}] ${m}`) });
         seen.set(key, { status: result.status });
+        // A known kernel bug (TODO) is reported, not failed: the TAP run says `not ok # TODO`.
+        for (const t of result.todos) console.log(`[${key}] TODO: ${t.what} (kernels: ${t.kernels.join(', ')})`);
         if (result.status === 'fail') throw result.error;
       });
     }
@@ -53,11 +55,13 @@ describe('node-kvm selftest (CLI, in-process)', () => {
       if (want.status === 'skip') {
         expect(p!.ok, key).toBe(true);
         expect(p!.skip, key).toBe(want.reason);
+      } else if (want.status === 'todo') {
+        expect({ key, ok: p!.ok, todo: typeof p!.todo }).toEqual({ key, ok: false, todo: 'string' });
       } else {
-        expect({ key, ok: p!.ok, skip: p!.skip }).toEqual({ key, ok: want.status === 'pass', skip: undefined });
+        expect({ key, ok: p!.ok, skip: p!.skip, todo: p!.todo }).toEqual({ key, ok: want.status === 'pass', skip: undefined, todo: undefined });
       }
     }
-    const failed = tap.points.filter((p) => !p.ok);
+    const failed = tap.points.filter((p) => !p.ok && p.todo === undefined);
     expect(code).toBe(failed.length ? 1 : 0);
     for (const p of failed) expect(p.yaml?.some((l) => l.startsWith('message: '))).toBe(true);
   });

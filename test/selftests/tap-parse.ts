@@ -10,6 +10,10 @@ export interface ParsedPoint {
   number: number;
   description: string;
   skip: string | undefined;
+  /** The TODO directive's text (a known kernel bug), if any. */
+  todo: string | undefined;
+  /** Bracketed notes at the end of the description ('engine: software'), split at '; '. */
+  notes: string[];
   /** The YAML block's lines without the two-space indent, if any. */
   yaml: string[] | undefined;
 }
@@ -28,8 +32,8 @@ function unescape(text: string): string {
   return text.replace(/\\([\\#])/g, '$1');
 }
 
-/** Splits "description # SKIP reason" at the first unescaped '#'. */
-function splitDirective(rest: string): { description: string; skip: string | undefined } {
+/** Splits "description # SKIP reason" (or # TODO) at the first unescaped '#'. */
+function splitDirective(rest: string): { description: string; skip: string | undefined; todo: string | undefined } {
   for (let i = 0; i < rest.length; i++) {
     if (rest[i] === '\\') {
       i++;
@@ -37,12 +41,14 @@ function splitDirective(rest: string): { description: string; skip: string | und
     }
     if (rest[i] === '#') {
       const directive = rest.slice(i + 1).trim();
-      const m = /^SKIP\b\s*(.*)$/i.exec(directive);
+      const m = /^(SKIP|TODO)\b\s*(.*)$/i.exec(directive);
       if (!m) throw new Error(`unknown directive: ${directive}`);
-      return { description: unescape(rest.slice(0, i).trimEnd()), skip: unescape(m[1]!) };
+      const text = unescape(m[2]!);
+      const description = unescape(rest.slice(0, i).trimEnd());
+      return m[1]!.toUpperCase() === 'SKIP' ? { description, skip: text, todo: undefined } : { description, skip: undefined, todo: text };
     }
   }
-  return { description: unescape(rest), skip: undefined };
+  return { description: unescape(rest), skip: undefined, todo: undefined };
 }
 
 /** Parses and validates; throws an Error naming the first bad line. */
@@ -71,8 +77,11 @@ export function parseTap(text: string): ParsedTap {
     if (!m) throw new Error(`line ${i + 1}: not TAP: ${JSON.stringify(line)}`);
     const number = Number(m[2]);
     if (number !== points.length + 1) throw new Error(`line ${i + 1}: test point ${number}, expected ${points.length + 1}`);
-    const { description, skip } = splitDirective(m[3] ?? '');
-    const point: ParsedPoint = { ok: m[1] === 'ok', number, description, skip, yaml: undefined };
+    const { description: full, skip, todo } = splitDirective(m[3] ?? '');
+    const noted = /^(.*?) \[([^\]]*)\]$/.exec(full);
+    const description = noted ? noted[1]! : full;
+    const notes = noted ? noted[2]!.split('; ') : [];
+    const point: ParsedPoint = { ok: m[1] === 'ok', number, description, skip, todo, notes, yaml: undefined };
     if (lines[i + 1] === '  ---') {
       const yaml: string[] = [];
       let j = i + 2;
