@@ -81,6 +81,9 @@ export class HostMemory extends Resource {
     this.#hugePages = hugePages;
     this.#hostAccessible = hostAccessible;
     this.#protections = [{ start: 0n, end: mapping.length, protection: 'read-write' }];
+    // No own properties can be planted on the instance (a getter named size
+    // or closed that runs inside another object's check).
+    Object.freeze(this);
   }
 
   /**

@@ -32,7 +32,7 @@ export function decideEngine(vm: Vm, choice: PreFaultEngineChoice): EngineDecisi
   if (vm.preFaultEngine) return { ...vm.preFaultEngine, trial: false };
   if (!vm.capabilities.preFaultMemory) {
     const decision = { engine: 'software' as const, reason: `KVM_CAP_PRE_FAULT_MEMORY is not reported${hostNote()}` };
-    vm.preFaultEngine = decision;
+    vm.rememberPreFaultEngine(decision);
     return { ...decision, trial: false };
   }
   return { engine: 'kernel', reason: 'KVM_PRE_FAULT_MEMORY works on this VM', trial: true };
@@ -41,14 +41,14 @@ export function decideEngine(vm: Vm, choice: PreFaultEngineChoice): EngineDecisi
 /** After a trial kernel call: remember the outcome for the VM. */
 export function settleTrial(vm: Vm, errnoName: string | undefined): EngineDecision | undefined {
   if (errnoName === undefined) {
-    vm.preFaultEngine = { engine: 'kernel', reason: 'KVM_PRE_FAULT_MEMORY works on this VM' };
+    vm.rememberPreFaultEngine({ engine: 'kernel', reason: 'KVM_PRE_FAULT_MEMORY works on this VM' });
     return undefined;
   }
   const decision = {
     engine: 'software' as const,
     reason: `KVM_PRE_FAULT_MEMORY failed with ${errnoName} although capability 236 is set${hostNote()}`,
   };
-  vm.preFaultEngine = decision;
+  vm.rememberPreFaultEngine(decision);
   return { ...decision, trial: false };
 }
 
