@@ -149,7 +149,11 @@ function formatArg(v: unknown): string {
     if (typeof v === 'object' && v !== null) return JSON.stringify(v, bigintJson) ?? Object.prototype.toString.call(v);
     return String(v);
   } catch {
-    return Object.prototype.toString.call(v);
+    try {
+      return Object.prototype.toString.call(v);
+    } catch {
+      return typeof v; // a revoked Proxy refuses even that
+    }
   }
 }
 

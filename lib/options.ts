@@ -100,7 +100,7 @@ export function readArray(value: unknown, op: string, name: string, maxLength = 
     throw new KvmError(`${op}: ${name} cannot be read (${messageOf(e)})`, { code: 'EINVAL', syscall: op, cause: e });
   }
   if (typeof length !== 'number' || !Number.isSafeInteger(length) || length < 0 || length > maxLength) {
-    throw invalidArgument(op, `${name} has an invalid length`, { length: String(length) });
+    throw invalidArgument(op, `${name} has an invalid length`, { length: describe(length) });
   }
   const out: unknown[] = [];
   for (let i = 0; i < length; i++) {
@@ -156,8 +156,9 @@ export const opt = {
 
 /** A genuine AbortSignal (brand-checked through its `aborted` getter). */
 export function isAbortSignal(v: unknown): v is AbortSignal {
-  if (!(v instanceof AbortSignal)) return false;
   try {
+    // instanceof asks a Proxy's getPrototypeOf trap, which may throw.
+    if (!(v instanceof AbortSignal)) return false;
     // Throws on an object that only inherits from AbortSignal.prototype.
     Reflect.get(AbortSignal.prototype, 'aborted', v);
     return true;

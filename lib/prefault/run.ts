@@ -4,6 +4,7 @@
  */
 import { invalidArgument } from '../errors.js';
 import { isAbortSignal, opt, readOptions } from '../options.js';
+import { describe } from '../int.js';
 import { validatePreFaultRange, type PageLevel } from '../soft-mmu/index.js';
 import type { Vcpu } from '../vcpu.js';
 import type { Vm } from '../vm.js';
@@ -47,7 +48,7 @@ function prepare(vcpu: Vcpu, range: PreFaultRange, options: PreFaultOptions): Pr
   }
   const choice: PreFaultEngineChoice = o.engine ?? 'auto';
   const threads = o.threads ?? defaultThreads();
-  if (typeof threads !== 'number' || !Number.isInteger(threads) || threads < 1 || threads > 64) throw invalidArgument(OP, 'threads must be an integer in 1..64', { threads: String(threads) });
+  if (typeof threads !== 'number' || !Number.isInteger(threads) || threads < 1 || threads > 64) throw invalidArgument(OP, 'threads must be an integer in 1..64', { threads: describe(threads) });
   const maxStepOverride = o.maxStepBytes;
   if (maxStepOverride !== undefined && (maxStepOverride === 0n || maxStepOverride % 4096n !== 0n)) {
     throw invalidArgument(OP, 'maxStepBytes must be a non-zero multiple of 4096', { maxStepBytes: maxStepOverride });
