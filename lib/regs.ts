@@ -163,9 +163,13 @@ export type RegsPatch = Partial<Regs>;
 
 /** A validated, plain copy of a setSregs() update. */
 export interface SregsPatch {
+  /** Segment registers to change, field by field. */
   segments: Partial<Record<(typeof SEGMENTS)[number], Partial<Segment>>>;
+  /** GDT/IDT to change, field by field. */
   tables: Partial<Record<'gdt' | 'idt', Partial<DescriptorTable>>>;
+  /** Control registers, EFER and the APIC base to set. */
   control: Partial<Record<(typeof CONTROL)[number][0], bigint>>;
+  /** The 4-word pending interrupt bitmap, when given. */
   interruptBitmap?: bigint[];
 }
 
