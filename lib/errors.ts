@@ -17,8 +17,8 @@ for (const name of ['EOPNOTSUPP', 'EAGAIN', 'EDEADLK'] as const) {
 }
 
 /** The errno constant's name for a number ('EINVAL' for 22), or 'E<n>'. */
-export function errnoCode(errno: number): string {
-  return errnoNames.get(errno) ?? `E${errno}`;
+export function errnoCode(errno: number): KvmErrorCode {
+  return (errnoNames.get(errno) as ErrnoName | undefined) ?? `E${errno}`;
 }
 
 /** The errno number for a name, or 0 when the name is ours ('ECLOSED'). */
@@ -29,10 +29,25 @@ export function errnoNumber(code: string): number {
 /** Arguments attached to an error: plain values (bigint allowed). */
 export type ErrorArgs = Readonly<Record<string, unknown>>;
 
+/** The name of a Linux errno ('EINVAL', 'ENOENT', ...). */
+export type ErrnoName = keyof typeof constants.errno;
+
+/**
+ * Every `code` a KvmError can carry: an errno name the kernel (or a check
+ * that answers for it) gave ('EPROTO' when a guest breaks the ucall protocol), `E<n>` for an errno Node has no name for, or one
+ * of node-kvm's own codes:
+ * - 'ECLOSED': the object was closed;
+ * - 'ABORT_ERR': an AbortSignal stopped the call (PreFaultAbortError);
+ * - 'ENOTSUP': the kernel's KVM API version is not 12;
+ * - 'EGUESTABORT', 'EGUESTEXIT': the guest kit's guest aborted or exited unexpectedly;
+ * - 'ESELFTEST': a selftest port's assertion failed.
+ */
+export type KvmErrorCode = ErrnoName | 'ECLOSED' | 'ABORT_ERR' | 'ENOTSUP' | 'EGUESTABORT' | 'EGUESTEXIT' | 'ESELFTEST' | `E${number}`;
+
 /** Options for constructing a KvmError. */
 export interface KvmErrorInit {
-  /** The stable string code: an errno name ('EINVAL') or one of node-kvm's ('ECLOSED'). */
-  code: string;
+  /** A KvmErrorCode (any string is accepted; node-kvm only produces KvmErrorCodes). */
+  code: KvmErrorCode | (string & {});
   /** The errno number; default: the number of `code`, 0 for node-kvm's own codes. */
   errno?: number;
   /** The system call that failed; default 'ioctl' when `ioctl` is given, else 'none'. */
@@ -47,8 +62,8 @@ export interface KvmErrorInit {
 
 /** Every failure of node-kvm is a KvmError or a subclass. */
 export class KvmError extends Error {
-  /** Stable string code: an errno name ('EINVAL') or one of ours ('ECLOSED', 'ABORT_ERR'). */
-  readonly code: string;
+  /** Stable string code: an errno name ('EINVAL') or one of ours ('ECLOSED', 'ABORT_ERR'); see KvmErrorCode. */
+  readonly code: KvmErrorCode;
   /** The errno the kernel returned (or would return); 0 when none applies. */
   readonly errno: number;
   /** The system call ('ioctl', 'mmap', 'madvise', ...). */
@@ -61,7 +76,7 @@ export class KvmError extends Error {
   constructor(message: string, init: KvmErrorInit) {
     super(message, init.cause === undefined ? undefined : { cause: init.cause });
     this.name = 'KvmError';
-    this.code = init.code;
+    this.code = init.code as KvmErrorCode;
     this.errno = init.errno ?? errnoNumber(init.code);
     this.syscall = init.syscall ?? (init.ioctl ? 'ioctl' : 'none');
     this.ioctl = init.ioctl;
@@ -139,7 +154,11 @@ function formatArg(v: unknown): string {
     if (typeof v === 'object' && v !== null) return JSON.stringify(v, bigintJson) ?? Object.prototype.toString.call(v);
     return String(v);
   } catch {
-    return Object.prototype.toString.call(v);
+    try {
+      return Object.prototype.toString.call(v);
+    } catch {
+      return typeof v; // a revoked Proxy refuses even that
+    }
   }
 }
 

@@ -2,8 +2,9 @@
  * GuestMemfd: guest-first memory from KVM_CREATE_GUEST_MEMFD, bound to one VM.
  */
 import { GUEST_MEMFD_FLAGS, Mm, type GuestMemfdFlag } from './constants.js';
-import { callNative, errnoError, invalidArgument } from './errors.js';
-import { describe, toOptions, toU64, PAGE_SIZE, type U64Like } from './int.js';
+import { callNative, errnoError, invalidArgument, toKvmError } from './errors.js';
+import { describe, toU64, PAGE_SIZE, type U64Like } from './int.js';
+import { opt, readArray, readOptions } from './options.js';
 import { HostMemory } from './memory.js';
 import { native, type NativeResult } from './native.js';
 import { Resource } from './resource.js';
@@ -38,13 +39,24 @@ export interface GuestMemfdMapOptions {
   alignment?: U64Like;
 }
 
+/**
+ * fallocate() is interrupted (EINTR) by any signal, SIGCHLD from a child
+ * process exiting included; what it allocated stays allocated, so retrying
+ * continues where it stopped. Bounded so a signal storm cannot spin forever.
+ */
+const FALLOCATE_EINTR_RETRIES = 1024;
+const EINTR = 4;
+
+const MAP_OPTIONS = { offset: opt.u64, length: opt.u64, alignment: opt.u64 } as const;
+
 /** Converts flag names or a raw mask into the mask. */
 export function guestMemfdFlagMask(flags: readonly GuestMemfdFlag[] | bigint | undefined, op: string): bigint {
   if (flags === undefined) return 0n;
   if (typeof flags === 'bigint') return toU64(flags, 'flags', op);
-  if (!Array.isArray(flags)) throw invalidArgument(op, 'flags must be an array of flag names or a bigint mask', { flags: describe(flags) });
+  if (typeof flags !== 'object' || flags === null) throw invalidArgument(op, 'flags must be an array of flag names or a bigint mask', { flags: describe(flags) });
   let mask = 0n;
-  for (const f of flags as readonly unknown[]) {
+  // Copied once (a Proxy cannot change it after the check).
+  for (const f of readArray(flags, op, 'flags', 64)) {
     if (typeof f !== 'string' || !Object.hasOwn(GUEST_MEMFD_FLAGS, f)) {
       throw invalidArgument(op, `unknown guest_memfd flag ${describe(f)}; known: ${Object.keys(GUEST_MEMFD_FLAGS).join(', ')}`);
     }
@@ -78,7 +90,15 @@ export class GuestMemfd extends Resource {
     this.vmId = vmId;
     this.size = size;
     this.flagMask = flagMask;
-    this.flags = guestMemfdFlagNames(flagMask);
+    this.flags = Object.freeze(guestMemfdFlagNames(flagMask));
+    // No own properties can be added or changed: a getter planted on the
+    // instance cannot run inside a check that reads vmId or size.
+    Object.freeze(this);
+  }
+
+  /** Whether `value` is a real GuestMemfd (a brand check: a fake with the right prototype is not). */
+  static isGuestMemfd(value: unknown): value is GuestMemfd {
+    return typeof value === 'object' && value !== null && #fd in value;
   }
 
   /** The file descriptor; throws ECLOSED after close(). */
@@ -98,15 +118,28 @@ export class GuestMemfd extends Resource {
    */
   allocate(offset: U64Like, length: U64Like): void {
     const [off, len] = this.#checkRange('fallocate', offset, length, false);
-    callNative('fallocate', { offset: off, length: len, mode: 'keep-size' }, () => native.fallocate(this.fd, Mm.FALLOC_FL_KEEP_SIZE, off, len));
+    const args = { offset: off, length: len, mode: 'keep-size' };
+    for (let attempt = 0; ; attempt++) {
+      try {
+        native.fallocate(this.#fd, Mm.FALLOC_FL_KEEP_SIZE, off, len);
+        return;
+      } catch (e) {
+        if ((e as { errno?: number }).errno === EINTR && attempt < FALLOCATE_EINTR_RETRIES) continue;
+        throw toKvmError(e, 'fallocate', { ...args, attempts: attempt + 1 });
+      }
+    }
   }
 
-  /** allocate() on a worker thread (large ranges take a while to zero). */
+  /** allocate() on a worker thread (large ranges take a while to zero); EINTR is retried too. */
   async allocateAsync(offset: U64Like, length: U64Like): Promise<void> {
     const [off, len] = this.#checkRange('fallocate', offset, length, false);
     await this.track('fallocate', async () => {
-      const r = await native.fallocateAsync(this.#fd, Mm.FALLOC_FL_KEEP_SIZE, off, len);
-      if (r.rc < 0) throw errnoError(r.errno, 'fallocate', { offset: off, length: len, mode: 'keep-size' }, 'fallocate');
+      for (let attempt = 0; ; attempt++) {
+        const r = await native.fallocateAsync(this.#fd, Mm.FALLOC_FL_KEEP_SIZE, off, len);
+        if (r.rc >= 0) return;
+        if (r.errno === EINTR && attempt < FALLOCATE_EINTR_RETRIES) continue;
+        throw errnoError(r.errno, 'fallocate', { offset: off, length: len, mode: 'keep-size', attempts: attempt + 1 }, 'fallocate');
+      }
     });
   }
 
@@ -136,20 +169,20 @@ export class GuestMemfd extends Resource {
    * end of the file (that, too, would raise SIGBUS).
    */
   map(mapOptions: GuestMemfdMapOptions = {}): HostMemory {
+    const options = readOptions(mapOptions, 'mmap', MAP_OPTIONS);
     this.assertOpen('mmap');
-    const options = toOptions(mapOptions, 'mmap');
     if (!this.mappable) {
       throw invalidArgument('mmap', "this guest_memfd was created without the 'mmap' flag (the kernel answers ENODEV)", { flags: this.flags }, 'ENODEV');
     }
-    const offset = toU64(options.offset ?? 0n, 'offset', 'mmap');
-    const length = toU64(options.length ?? this.size - offset, 'length', 'mmap');
+    const offset = options.offset ?? 0n;
+    const length = options.length ?? (offset <= this.size ? this.size - offset : 0n);
     if (offset % PAGE_SIZE !== 0n || length % PAGE_SIZE !== 0n || length === 0n) {
       throw invalidArgument('mmap', 'offset and length must be page multiples and length non-zero', { offset, length });
     }
     if (offset > this.size || length > this.size - offset) {
       throw invalidArgument('mmap', 'range extends past the end of the guest_memfd (access would raise SIGBUS)', { offset, length, size: this.size });
     }
-    const alignment = options.alignment === undefined ? (length >= 2n << 20n ? 2n << 20n : PAGE_SIZE) : toU64(options.alignment, 'alignment', 'mmap');
+    const alignment = options.alignment ?? (length >= 2n << 20n ? 2n << 20n : PAGE_SIZE);
     const mapping = callNative('mmap', { offset, length }, () =>
       new native.Mapping(this.#fd, length, Mm.PROT_READ | Mm.PROT_WRITE, Mm.MAP_SHARED, offset, alignment),
     );
@@ -176,9 +209,9 @@ export class GuestMemfd extends Resource {
   }
 
   #checkRange(op: string, offset: U64Like, length: U64Like, punch: boolean): [bigint, bigint] {
-    this.assertOpen(op);
     const off = toU64(offset, 'offset', op);
     const len = toU64(length, 'length', op);
+    this.assertOpen(op);
     const args = { offset: off, length: len, size: this.size };
     if (len === 0n) throw invalidArgument(op, 'length must be non-zero', args);
     if (off + len >= 1n << 63n) throw invalidArgument(op, 'offset + length overflows', args);

@@ -10,7 +10,7 @@ export { GuestMemfd, type GuestMemfdOptions, type GuestMemfdStat, type GuestMemf
 export { HostMemory, type AllocateMemoryOptions, type PopulateOptions, type Protection, type MemoryKind } from './memory.js';
 export type { MemorySlot } from './memslots.js';
 export type { GpaRange } from './attributes.js';
-export { KvmError, errnoCode, type KvmErrorInit, type ErrorArgs } from './errors.js';
+export { KvmError, errnoCode, type KvmErrorInit, type ErrorArgs, type KvmErrorCode, type ErrnoName } from './errors.js';
 export { Cap, VM_TYPES, GUEST_MEMFD_FLAGS, MemFlag, ADVICE, type CapName, type VmType, type GuestMemfdFlag, type Advice } from './constants.js';
 export type { CpuidEntry } from './cpuid.js';
 export type { Regs, Sregs, Segment, DescriptorTable } from './regs.js';

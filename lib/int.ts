@@ -78,6 +78,15 @@ export function describe(value: unknown): string {
   if (typeof value === 'bigint') return `${value}n`;
   if (typeof value === 'number') return String(value);
   if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}...` : value);
-  if (typeof value === 'object') return (value as object).constructor?.name ?? 'object';
+  if (typeof value === 'object') {
+    // A revoked Proxy or a throwing getter must not turn an EINVAL into a TypeError.
+    try {
+      if (Array.isArray(value)) return 'an array';
+      const name: unknown = (value as object).constructor?.name;
+      return typeof name === 'string' ? name : 'object';
+    } catch {
+      return 'object';
+    }
+  }
   return typeof value;
 }

@@ -4,8 +4,9 @@
 import { Cap, GUEST_MEMFD_FLAGS, VM_TYPES, type CapName, type GuestMemfdFlag, type VmType } from './constants.js';
 import { decodeCpuid, type CpuidEntry } from './cpuid.js';
 import { callNative, errnoCode, errnoError, invalidArgument, KvmError, toKvmError } from './errors.js';
-import { describe, toOptions, toU32 } from './int.js';
+import { describe, toU32 } from './int.js';
 import { native } from './native.js';
+import { opt, readOptions } from './options.js';
 import { Resource } from './resource.js';
 import { Vm, type VmOptions } from './vm.js';
 import * as msrs from './vcpu/msrs.js';
@@ -79,8 +80,7 @@ export class Kvm extends Resource {
    * membership of the group owning the device (usually 'kvm').
    */
   static open(options: KvmOpenOptions = {}): Kvm {
-    const path = toOptions(options, 'open').path ?? '/dev/kvm';
-    if (typeof path !== 'string') throw invalidArgument('open', 'path must be a string', { path });
+    const path = readOptions(options, 'open', { path: opt.string }).path ?? '/dev/kvm';
     // The kernel would stop at a NUL and open a different path than asked.
     if (path.includes('\0')) throw invalidArgument('open', 'path must not contain NUL characters', { path: path.replace(/\0/g, '\\0') });
     let fd: number;
@@ -98,7 +98,14 @@ export class Kvm extends Resource {
     } catch (e) {
       // Not a KVM device (ENOTTY from /dev/null, a regular file...): do not leak the fd.
       kvm.close();
-      throw e;
+      const k = toKvmError(e, 'KVM_GET_API_VERSION', { path });
+      throw new KvmError(`${path} is not a KVM device: KVM_GET_API_VERSION failed with ${k.code} (expected /dev/kvm or another KVM character device)`, {
+        code: k.code,
+        errno: k.errno,
+        ioctl: 'KVM_GET_API_VERSION',
+        args: { path },
+        cause: e,
+      });
     }
     if (version !== 12) {
       kvm.close();
@@ -121,6 +128,7 @@ export class Kvm extends Resource {
   /** KVM_CHECK_EXTENSION on the system fd: 0 when absent, else a cap-specific value. */
   checkExtension(cap: number | CapName): number {
     const n = typeof cap === 'string' ? capNumber(cap) : toU32(cap, 'cap', 'KVM_CHECK_EXTENSION');
+    this.assertOpen('KVM_CHECK_EXTENSION');
     return callNative('KVM_CHECK_EXTENSION', { cap: n }, () => native.checkExtension(this.fd, n));
   }
 
@@ -188,11 +196,13 @@ export class Kvm extends Resource {
    * during creation) is retried a bounded number of times.
    */
   createVm(options: VmOptions = {}): Vm {
-    this.assertOpen('KVM_CREATE_VM');
-    const type = toOptions(options, 'KVM_CREATE_VM').type ?? 'default';
-    if (typeof type !== 'string' || !Object.hasOwn(VM_TYPES, type)) {
-      throw invalidArgument('KVM_CREATE_VM', `unknown VM type ${describe(type)}; known: ${Object.keys(VM_TYPES).join(', ')}`, { type });
+    // Options first (read once), then the open check, then the work.
+    const raw = readOptions(options, 'KVM_CREATE_VM', { type: opt.any }).type ?? 'default';
+    if (typeof raw !== 'string' || !Object.hasOwn(VM_TYPES, raw)) {
+      throw invalidArgument('KVM_CREATE_VM', `unknown VM type ${describe(raw)}; known: ${Object.keys(VM_TYPES).join(', ')}`, { type: describe(raw) });
     }
+    const type = raw as VmType;
+    this.assertOpen('KVM_CREATE_VM');
     const caps = this.capabilities();
     const supported = caps.vmTypes;
     if (!supported.includes(type)) {

@@ -1,13 +1,15 @@
 /**
  * HostMemory: a host mapping that can back guest memory. Anonymous memory
  * (aligned, optionally THP) or a guest_memfd's mmap. Exposes the pages as a
- * zero-copy Uint8Array that is detached when the memory is closed.
+ * zero-copy Uint8Array. Closing never detaches a view (Node may be using it);
+ * the pages are replaced by zero pages until every view is collected.
  */
 import { constants as bufferConstants } from 'node:buffer';
 import { ADVICE, Mm, type Advice } from './constants.js';
 import { callNative, errnoError, invalidArgument, KvmError } from './errors.js';
-import { describe, SIZE_2M, toOptions, toU64, requirePageAligned, PAGE_SIZE, type U64Like } from './int.js';
+import { describe, SIZE_2M, toU64, requirePageAligned, PAGE_SIZE, type U64Like } from './int.js';
 import { native, type NativeMapping, type NativeResult } from './native.js';
+import { opt, readOptions } from './options.js';
 import { Resource } from './resource.js';
 import { registerUserfault, type Userfault, type UserfaultOptions } from './userfault.js';
 
@@ -46,19 +48,29 @@ const POPULATE_RETRIES = 64;
 /** The largest ArrayBuffer this Node.js allows (4 GiB on Node 20, 2^53-1 on Node 22+). */
 const MAX_VIEW_BYTES = BigInt(bufferConstants.MAX_LENGTH);
 
+/** Options of HostMemory.allocate() and Vm.allocateMemory(), as readOptions() reads them. */
+const ALLOCATE_OPTIONS = { hugePages: opt.boolean, alignment: opt.u64, noReserve: opt.boolean } as const;
+const POPULATE_OPTIONS = { write: opt.boolean, offset: opt.u64, length: opt.u64 } as const;
+
+/** One run of pages with the same protection, [start, end) in bytes from the start. */
+interface ProtectionRun {
+  start: bigint;
+  end: bigint;
+  protection: Protection;
+}
+
+const PROTECTION_RANK: Record<Protection, number> = { none: 0, read: 1, 'read-write': 2 };
+
 /** A host mapping owned by node-kvm. */
 export class HostMemory extends Resource {
   readonly #mapping: NativeMapping;
-  /** Host virtual address of the first byte. */
-  readonly address: bigint;
-  /** Size in bytes (page multiple). */
-  readonly size: bigint;
-  /** Anonymous memory or a guest_memfd mapping. */
-  readonly kind: MemoryKind;
-  /** Whether MADV_HUGEPAGE was applied. */
-  readonly hugePages: boolean;
-  /** False for a guest_memfd without INIT_SHARED: host access would raise SIGBUS. */
-  readonly hostAccessible: boolean;
+  readonly #address: bigint;
+  readonly #size: bigint;
+  readonly #kind: MemoryKind;
+  readonly #hugePages: boolean;
+  readonly #hostAccessible: boolean;
+  /** What protect() set, by range (read-write everywhere at first). */
+  #protections: ProtectionRun[];
   #bytes: Uint8Array | undefined;
   readonly #closeListeners = new Set<(memory: HostMemory) => void>();
 
@@ -66,21 +78,59 @@ export class HostMemory extends Resource {
   constructor(mapping: NativeMapping, kind: MemoryKind, hugePages: boolean, hostAccessible: boolean) {
     super(`HostMemory(${kind}, 0x${mapping.address.toString(16)})`, () => mapping.unmap());
     this.#mapping = mapping;
-    this.address = mapping.address;
-    this.size = mapping.length;
-    this.kind = kind;
-    this.hugePages = hugePages;
-    this.hostAccessible = hostAccessible;
+    this.#address = mapping.address;
+    this.#size = mapping.length;
+    this.#kind = kind;
+    this.#hugePages = hugePages;
+    this.#hostAccessible = hostAccessible;
+    this.#protections = [{ start: 0n, end: mapping.length, protection: 'read-write' }];
+    // No own properties can be planted on the instance (a getter named size
+    // or closed that runs inside another object's check).
+    Object.freeze(this);
+  }
+
+  /**
+   * Whether `value` is a real HostMemory (a brand check on its private
+   * fields: an object made with Object.create(HostMemory.prototype), or a
+   * Proxy of one, is not).
+   */
+  static isHostMemory(value: unknown): value is HostMemory {
+    return typeof value === 'object' && value !== null && #mapping in value;
+  }
+
+  /** Host virtual address of the first byte. */
+  get address(): bigint {
+    return this.#address;
+  }
+
+  /** Size in bytes (page multiple). */
+  get size(): bigint {
+    return this.#size;
+  }
+
+  /** Anonymous memory or a guest_memfd mapping. */
+  get kind(): MemoryKind {
+    return this.#kind;
+  }
+
+  /** Whether MADV_HUGEPAGE was applied. */
+  get hugePages(): boolean {
+    return this.#hugePages;
+  }
+
+  /** False for a guest_memfd without INIT_SHARED: host access would raise SIGBUS. */
+  get hostAccessible(): boolean {
+    return this.#hostAccessible;
   }
 
   /** Maps anonymous, private, zero-filled memory. */
   static allocate(size: U64Like, allocateOptions: AllocateMemoryOptions = {}): HostMemory {
     const op = 'mmap';
-    const options = toOptions(allocateOptions, op);
+    const options = readOptions(allocateOptions, op, ALLOCATE_OPTIONS);
     const bytes = toU64(size, 'size', op);
     if (bytes === 0n) throw invalidArgument(op, 'size must be non-zero', { size: bytes });
     requirePageAligned(bytes, 'size', op);
-    const alignment = options.alignment === undefined ? (bytes >= SIZE_2M ? SIZE_2M : PAGE_SIZE) : toU64(options.alignment, 'alignment', op);
+    const alignment = options.alignment ?? (bytes >= SIZE_2M ? SIZE_2M : PAGE_SIZE);
     if (alignment < PAGE_SIZE || (alignment & (alignment - 1n)) !== 0n) {
       throw invalidArgument(op, 'alignment must be a power of two >= 4096', { alignment });
     }
@@ -91,7 +141,11 @@ export class HostMemory extends Resource {
     return memory;
   }
 
-  /** The whole mapping as a Uint8Array (zero-copy; detached on close). */
+  /**
+   * The whole mapping as a Uint8Array (zero-copy). After close() it reads
+   * zeros (see the file comment). A buffer moved out with
+   * ArrayBuffer.prototype.transfer() is replaced by a fresh view.
+   */
   get bytes(): Uint8Array {
     this.assertOpen('bytes');
     if (!this.hostAccessible) {
@@ -103,12 +157,13 @@ export class HostMemory extends Resource {
     if (this.size > MAX_VIEW_BYTES) {
       throw invalidArgument('bytes', `mapping larger than the largest ArrayBuffer this Node.js allows (${MAX_VIEW_BYTES} bytes); use view()`, { size: this.size }, 'ERANGE');
     }
-    this.#bytes ??= new Uint8Array(this.#mapping.buffer(undefined, undefined, MAX_VIEW_BYTES));
+    // byteLength 0 only when the cached buffer was transferred away (size is never 0).
+    if (this.#bytes === undefined || this.#bytes.byteLength === 0) this.#bytes = new Uint8Array(this.#mapping.buffer(undefined, undefined, MAX_VIEW_BYTES));
     return this.#bytes;
   }
 
   /**
-   * A zero-copy view of [offset, offset+length), detached on close. Works on
+   * A zero-copy view of [offset, offset+length) (reads zeros after close). Works on
    * mappings larger than `bytes` allows, as long as the view itself fits.
    */
   view(offset: U64Like, length: U64Like): Uint8Array {
@@ -121,9 +176,8 @@ export class HostMemory extends Resource {
 
   /** madvise() over [offset, offset+length) (default: all). */
   advise(advice: Advice, offset: U64Like = 0n, length?: U64Like): void {
-    this.assertOpen('madvise');
     const number = adviceNumber(advice);
-    const [off, len] = this.#range('madvise', offset, length ?? this.size - toU64(offset, 'offset', 'madvise'));
+    const [off, len] = this.#range('madvise', offset, length);
     callNative('madvise', { advice, offset: off, length: len }, () => this.#mapping.madvise(off, len, number));
   }
 
@@ -133,10 +187,9 @@ export class HostMemory extends Resource {
    * retried (bounded); other failures reject with KvmError.
    */
   async populate(populateOptions: PopulateOptions = {}): Promise<void> {
-    const options = toOptions(populateOptions, 'madvise');
+    const options = readOptions(populateOptions, 'madvise', POPULATE_OPTIONS);
     const advice = options.write === false ? Mm.MADV_POPULATE_READ : Mm.MADV_POPULATE_WRITE;
-    const off = toU64(options.offset ?? 0n, 'offset', 'madvise');
-    const [o, len] = this.#range('madvise', off, options.length ?? this.size - off);
+    const [o, len] = this.#range('madvise', options.offset ?? 0n, options.length);
     await this.track('madvise', async () => {
       for (let attempt = 0; ; attempt++) {
         const r = await this.#mapping.madviseAsync(o, len, advice);
@@ -149,9 +202,8 @@ export class HostMemory extends Resource {
 
   /** Synchronous populate(): blocks the calling thread. */
   populateSync(populateOptions: PopulateOptions = {}): void {
-    const options = toOptions(populateOptions, 'madvise');
-    const off = toU64(options.offset ?? 0n, 'offset', 'madvise');
-    this.advise(options.write === false ? 'populate-read' : 'populate-write', off, options.length ?? this.size - off);
+    const options = readOptions(populateOptions, 'madvise', POPULATE_OPTIONS);
+    this.advise(options.write === false ? 'populate-read' : 'populate-write', options.offset ?? 0n, options.length);
   }
 
   /**
@@ -168,13 +220,49 @@ export class HostMemory extends Resource {
     return this.track('madvise', () => this.#mapping.madviseAsync(offset, length, advice));
   }
 
-  /** mprotect() over [offset, offset+length) (default: all). */
+  /**
+   * mprotect() over [offset, offset+length) (default: all). The memory
+   * remembers what it set, so node-kvm itself never touches pages the
+   * protection forbids (the software pre-fault engine reports EFAULT for
+   * 'none' and maps 'read' pages read-only, as KVM does).
+   */
   protect(protection: Protection, offset: U64Like = 0n, length?: U64Like): void {
-    this.assertOpen('mprotect');
     const prot = protection === 'none' ? Mm.PROT_NONE : protection === 'read' ? Mm.PROT_READ : protection === 'read-write' ? Mm.PROT_READ | Mm.PROT_WRITE : -1;
-    if (prot < 0) throw invalidArgument('mprotect', `protection must be 'none', 'read' or 'read-write'`, { protection });
-    const [off, len] = this.#range('mprotect', offset, length ?? this.size - toU64(offset, 'offset', 'mprotect'));
+    if (prot < 0) throw invalidArgument('mprotect', `protection must be 'none', 'read' or 'read-write', got ${describe(protection)}`);
+    const [off, len] = this.#range('mprotect', offset, length);
     callNative('mprotect', { protection, offset: off, length: len }, () => this.#mapping.mprotect(off, len, prot));
+    // mprotect works on whole pages: the range it changed.
+    const start = off - (off % PAGE_SIZE);
+    const end = off + len === this.#size ? off + len : ((off + len + PAGE_SIZE - 1n) / PAGE_SIZE) * PAGE_SIZE;
+    if (end > start) this.#protections = setRun(this.#protections, start, end > this.#size ? this.#size : end, protection);
+  }
+
+  /**
+   * @internal The least access protect() allows anywhere in [offset,
+   * offset+length): 'none', 'read' or 'read-write'.
+   */
+  protectionOf(offset: bigint, length: bigint): Protection {
+    let least: Protection = 'read-write';
+    const end = offset + length;
+    for (const r of this.#protections) {
+      if (r.end > offset && r.start < end && PROTECTION_RANK[r.protection] < PROTECTION_RANK[least]) least = r.protection;
+    }
+    return least;
+  }
+
+  /**
+   * @internal Faults in [offset, offset+length) by touching each page, for
+   * kernels without MADV_POPULATE_*. Refuses (EFAULT) a range that protect()
+   * made inaccessible for the access, so it can never raise SIGSEGV.
+   */
+  touchRawSync(offset: bigint, length: bigint, write: boolean): void {
+    this.assertOpen('touch');
+    if (!this.#hostAccessible) throw invalidArgument('touch', 'memory is not host-accessible', {}, 'EFAULT');
+    const allowed = this.protectionOf(offset, length);
+    if (allowed === 'none' || (write && allowed === 'read')) {
+      throw invalidArgument('touch', `the range is protected '${allowed}'`, { offset, length }, 'EFAULT');
+    }
+    callNative('touch', { offset, length }, () => this.#mapping.touch(offset, length, write));
   }
 
   /**
@@ -199,15 +287,61 @@ export class HostMemory extends Resource {
     this.#closeListeners.clear();
   }
 
-  #range(op: string, offset: U64Like, length: U64Like): [bigint, bigint] {
-    this.assertOpen(op);
+  /** Validates [offset, offset+length) (length default: to the end) first, then checks open. */
+  #range(op: string, offset: U64Like, length: U64Like | undefined): [bigint, bigint] {
     const off = toU64(offset, 'offset', op);
-    const len = toU64(length, 'length', op);
+    const len = length === undefined ? (off <= this.size ? this.size - off : 0n) : toU64(length, 'length', op);
+    this.assertOpen(op);
     if (off > this.size || len > this.size - off) {
       throw invalidArgument(op, 'range outside the memory', { offset: off, length: len, size: this.size });
     }
     return [off, len];
   }
+}
+
+/** The runs with [start, end) set to `protection`, sorted, neighbours with the same protection merged. */
+function setRun(runs: readonly ProtectionRun[], start: bigint, end: bigint, protection: Protection): ProtectionRun[] {
+  const pieces: ProtectionRun[] = [{ start, end, protection }];
+  for (const r of runs) {
+    if (r.start < start) pieces.push({ start: r.start, end: r.end < start ? r.end : start, protection: r.protection });
+    if (r.end > end) pieces.push({ start: r.start > end ? r.start : end, end: r.end, protection: r.protection });
+  }
+  pieces.sort((x, y) => (x.start < y.start ? -1 : x.start > y.start ? 1 : 0));
+  const out: ProtectionRun[] = [];
+  for (const p of pieces) {
+    const last = out[out.length - 1];
+    if (last && last.end === p.start && last.protection === p.protection) last.end = p.end;
+    else out.push(p);
+  }
+  return out;
+}
+
+let populateSupport: boolean | undefined;
+
+/**
+ * @internal Whether this kernel has MADV_POPULATE_READ/WRITE (5.14+), tried
+ * once on a scratch page. Where it does, an EINVAL from them means the range
+ * is not accessible for the access, never "touch the pages yourself".
+ */
+export function madvisePopulateSupported(): boolean {
+  if (populateSupport === undefined) {
+    const scratch = new native.Mapping(-1, PAGE_SIZE, Mm.PROT_READ | Mm.PROT_WRITE, Mm.MAP_PRIVATE | Mm.MAP_ANONYMOUS, 0n, PAGE_SIZE);
+    try {
+      scratch.madvise(0n, PAGE_SIZE, Mm.MADV_POPULATE_WRITE);
+      populateSupport = true;
+    } catch (e) {
+      if ((e as { errno?: number }).errno !== 22) throw e;
+      populateSupport = false;
+    } finally {
+      scratch.unmap();
+    }
+  }
+  return populateSupport;
+}
+
+/** @internal Tests force the answer to exercise the fallback (undefined: probe again). */
+export function setMadvisePopulateSupportedForTest(value: boolean | undefined): void {
+  populateSupport = value;
 }
 
 function adviceNumber(advice: Advice): number {

@@ -33,6 +33,8 @@ export interface NativeMapping {
   madvise(offset: bigint, length: bigint, advice: number): void;
   madviseAsync(offset: bigint, length: bigint, advice: number): Promise<NativeResult>;
   mprotect(offset: bigint, length: bigint, prot: number): void;
+  /** Faults in each page of [offset, offset+length) by a read (or an atomic add of 0); the range must be accessible. */
+  touch(offset: bigint, length: bigint, write: boolean): void;
 }
 
 /** The addon's exports. */

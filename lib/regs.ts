@@ -1,4 +1,7 @@
 /** kvm_regs and kvm_sregs (x86-64) as typed objects. */
+import { invalidArgument } from './errors.js';
+import { describe } from './int.js';
+import { readArray, readOptions, type OptionReader, type OptionSchema } from './options.js';
 
 /** General-purpose registers, rip and rflags. */
 export interface Regs {
@@ -210,4 +213,109 @@ export function encodeSregs(s: Sregs): Uint8Array {
   for (const [name, off] of CONTROL) v.setBigUint64(off, BigInt.asUintN(64, s[name]), true);
   s.interruptBitmap.forEach((word, i) => v.setBigUint64(280 + i * 8, BigInt.asUintN(64, word), true));
   return bytes;
+}
+
+// ---------------------------------------------------------------------------
+// Validating updates. setRegs()/setSregs() take partial objects from callers;
+// these read every key once (getters and Proxies cannot change a value after
+// it was checked), refuse unknown keys, and refuse any value that does not fit
+// its kernel field (-1n, 2^64 + 5, a selector of 70000, a limit of -1) with
+// KvmError('EINVAL') naming the field, instead of truncating it silently.
+
+/** A validated, plain copy of a setRegs() update. */
+export type RegsPatch = Partial<Regs>;
+
+/** A validated, plain copy of a setSregs() update. */
+export interface SregsPatch {
+  /** Segment registers to change, field by field. */
+  segments: Partial<Record<(typeof SEGMENTS)[number], Partial<Segment>>>;
+  /** GDT/IDT to change, field by field. */
+  tables: Partial<Record<'gdt' | 'idt', Partial<DescriptorTable>>>;
+  /** Control registers, EFER and the APIC base to set. */
+  control: Partial<Record<(typeof CONTROL)[number][0], bigint>>;
+  /** The 4-word pending interrupt bitmap, when given. */
+  interruptBitmap?: bigint[];
+}
+
+/** An unsigned integer field of `bits` bits, as a number (bits <= 32) or a bigint. */
+function uintField(bits: number): OptionReader<bigint> {
+  const limit = 1n << BigInt(bits);
+  return (v, k, op) => {
+    let n: bigint;
+    if (typeof v === 'bigint') n = v;
+    else if (typeof v === 'number' && Number.isSafeInteger(v)) n = BigInt(v);
+    else throw invalidArgument(op, `${k} must be an integer (number or bigint), got ${describe(v)}`, { field: k });
+    if (n < 0n || n >= limit) throw invalidArgument(op, `${k} = ${n} does not fit its field (an unsigned ${bits}-bit value, 0..${limit - 1n})`, { field: k, value: n });
+    return n;
+  };
+}
+
+const u64Field = uintField(64);
+const named = <T>(prefix: string, r: OptionReader<T>): OptionReader<T> => (v, k, op) => r(v, `${prefix}.${k}`, op);
+const asNumber = (r: OptionReader<bigint>): OptionReader<number> => (v, k, op) => Number(r(v, k, op));
+
+const SEGMENT_SCHEMA = {
+  base: u64Field,
+  limit: asNumber(uintField(32)),
+  selector: asNumber(uintField(16)),
+  type: asNumber(uintField(8)),
+  present: asNumber(uintField(8)),
+  dpl: asNumber(uintField(8)),
+  db: asNumber(uintField(8)),
+  s: asNumber(uintField(8)),
+  l: asNumber(uintField(8)),
+  g: asNumber(uintField(8)),
+  avl: asNumber(uintField(8)),
+  unusable: asNumber(uintField(8)),
+} as const;
+const TABLE_SCHEMA = { base: u64Field, limit: asNumber(uintField(16)) } as const;
+
+function definedOnly<T extends object>(o: T): Partial<T> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(o)) if (v !== undefined) out[k] = v;
+  return out as Partial<T>;
+}
+
+const REGS_SCHEMA = Object.fromEntries(REG_NAMES.map((n) => [n, u64Field])) as Record<keyof Regs, OptionReader<bigint>>;
+
+/** Validates and snapshots a setRegs() update (KvmError EINVAL naming the field). */
+export function regsUpdate(update: unknown, op = 'KVM_SET_REGS'): RegsPatch {
+  return definedOnly(readOptions(update, op, REGS_SCHEMA, { name: 'update', required: true })) as RegsPatch;
+}
+
+const SREGS_SCHEMA: OptionSchema = {
+  ...Object.fromEntries(SEGMENTS.map((n) => [n, (v: unknown, k: string, op: string) => definedOnly(readOptions(v, op, mapSchema(SEGMENT_SCHEMA, k), { name: k, required: true }))])),
+  gdt: (v, k, op) => definedOnly(readOptions(v, op, mapSchema(TABLE_SCHEMA, k), { name: k, required: true })),
+  idt: (v, k, op) => definedOnly(readOptions(v, op, mapSchema(TABLE_SCHEMA, k), { name: k, required: true })),
+  ...Object.fromEntries(CONTROL.map(([n]) => [n, u64Field])),
+  interruptBitmap: (v, k, op) => {
+    const words = readArray(v, op, k, 16);
+    if (words.length !== 4) throw invalidArgument(op, `${k} must have 4 u64 words, got ${words.length}`, { field: k });
+    return words.map((w, i) => u64Field(w, `${k}[${i}]`, op));
+  },
+};
+
+function mapSchema<S extends OptionSchema>(schema: S, prefix: string): S {
+  return Object.fromEntries(Object.entries(schema).map(([k, r]) => [k, named(prefix, r)])) as unknown as S;
+}
+
+/** Validates and snapshots a setSregs() update (KvmError EINVAL naming the field). */
+export function sregsUpdate(update: unknown, op = 'KVM_SET_SREGS'): SregsPatch {
+  const o = readOptions(update, op, SREGS_SCHEMA, { name: 'update', required: true });
+  const patch: SregsPatch = { segments: {}, tables: {}, control: {} };
+  for (const n of SEGMENTS) if (o[n] !== undefined) patch.segments[n] = o[n] as Partial<Segment>;
+  for (const n of ['gdt', 'idt'] as const) if (o[n] !== undefined) patch.tables[n] = o[n] as Partial<DescriptorTable>;
+  for (const [n] of CONTROL) if (o[n] !== undefined) patch.control[n] = o[n] as bigint;
+  if (o.interruptBitmap !== undefined) patch.interruptBitmap = o.interruptBitmap as bigint[];
+  return patch;
+}
+
+/** `current` with a validated patch applied (segments and tables field by field). */
+export function applySregsUpdate(current: Sregs, patch: SregsPatch): Sregs {
+  const out: Sregs = { ...current };
+  for (const n of SEGMENTS) if (patch.segments[n]) out[n] = { ...current[n], ...patch.segments[n] };
+  for (const n of ['gdt', 'idt'] as const) if (patch.tables[n]) out[n] = { ...current[n], ...patch.tables[n] };
+  for (const [n] of CONTROL) if (patch.control[n] !== undefined) out[n] = patch.control[n];
+  if (patch.interruptBitmap) out.interruptBitmap = [...patch.interruptBitmap];
+  return out;
 }

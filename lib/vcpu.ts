@@ -10,7 +10,8 @@ import * as state from './vcpu/index.js';
 import { ExitDecoder, type VcpuExit } from './exit.js';
 import { Mm } from './constants.js';
 import { native, type NativeMapping } from './native.js';
-import { decodeRegs, decodeSregs, encodeRegs, encodeSregs, REG_NAMES, type Regs, type Segment, type Sregs } from './regs.js';
+import { applySregsUpdate, decodeRegs, decodeSregs, encodeRegs, encodeSregs, regsUpdate, sregsUpdate, type Regs, type Segment, type Sregs } from './regs.js';
+import { readArray } from './options.js';
 import { Resource } from './resource.js';
 import { StatsReader, type StatDescriptor, type VcpuStats } from './stats.js';
 import type { Vm } from './vm.js';
@@ -88,9 +89,9 @@ export class Vcpu extends Resource {
 
   /** KVM_SET_CPUID2. Usually given kvm.supportedCpuid(). */
   setCpuid(entries: readonly CpuidEntry[]): void {
+    const table = callNative('KVM_SET_CPUID2', {}, () => encodeCpuid(readArray(entries, 'KVM_SET_CPUID2', 'entries', 4096) as CpuidEntry[]));
     this.assertOpen('KVM_SET_CPUID2');
-    if (!Array.isArray(entries)) throw invalidArgument('KVM_SET_CPUID2', 'entries must be an array of CpuidEntry');
-    callNative('KVM_SET_CPUID2', { entries: entries.length }, () => native.setCpuid2(this.#fd, encodeCpuid(entries)));
+    callNative('KVM_SET_CPUID2', { entries: table.length / 40 }, () => native.setCpuid2(this.#fd, table));
   }
 
   /** KVM_GET_REGS. */
@@ -101,15 +102,9 @@ export class Vcpu extends Resource {
 
   /** KVM_SET_REGS; fields not given keep their current values. */
   setRegs(update: RegsUpdate): void {
+    const patch = regsUpdate(update); // validated and copied before the open check
     this.assertOpen('KVM_SET_REGS');
-    if (typeof update !== 'object' || update === null) throw invalidArgument('KVM_SET_REGS', 'update must be an object of register values');
-    const regs = this.getRegs();
-    for (const [name, value] of Object.entries(update)) {
-      if (!(REG_NAMES as readonly string[]).includes(name)) throw invalidArgument('KVM_SET_REGS', `unknown register ${JSON.stringify(name)}`);
-      if (typeof value !== 'bigint' && typeof value !== 'number') throw invalidArgument('KVM_SET_REGS', `${name} must be a number or bigint`);
-      if (typeof value === 'number' && !Number.isSafeInteger(value)) throw invalidArgument('KVM_SET_REGS', `${name} must be an integer`);
-      regs[name as keyof Regs] = BigInt.asUintN(64, BigInt(value));
-    }
+    const regs = { ...this.getRegs(), ...patch };
     callNative('KVM_SET_REGS', {}, () => native.setRegs(this.#fd, encodeRegs(regs)));
   }
 
@@ -121,23 +116,10 @@ export class Vcpu extends Resource {
 
   /** KVM_SET_SREGS; fields (and segment fields) not given keep their current values. */
   setSregs(update: SregsUpdate): void {
+    const patch = sregsUpdate(update); // validated and copied before the open check
     this.assertOpen('KVM_SET_SREGS');
-    if (typeof update !== 'object' || update === null) throw invalidArgument('KVM_SET_SREGS', 'update must be an object of special register values');
-    const sregs = this.getSregs() as unknown as Record<string, unknown>;
-    for (const [name, value] of Object.entries(update)) {
-      if (!(name in sregs)) throw invalidArgument('KVM_SET_SREGS', `unknown special register ${JSON.stringify(name)}`);
-      const current = sregs[name];
-      if (typeof current === 'bigint') {
-        if (typeof value !== 'bigint' && typeof value !== 'number') throw invalidArgument('KVM_SET_SREGS', `${name} must be a number or bigint`);
-        if (typeof value === 'number' && !Number.isSafeInteger(value)) throw invalidArgument('KVM_SET_SREGS', `${name} must be an integer`);
-        sregs[name] = BigInt(value);
-      } else if (typeof current === 'object' && current !== null && typeof value === 'object' && value !== null) {
-        sregs[name] = Array.isArray(current) ? value : { ...current, ...value };
-      } else {
-        throw invalidArgument('KVM_SET_SREGS', `${name} has the wrong type`);
-      }
-    }
-    callNative('KVM_SET_SREGS', {}, () => native.setSregs(this.#fd, encodeSregs(sregs as unknown as Sregs)));
+    const sregs = applySregsUpdate(this.getSregs(), patch);
+    callNative('KVM_SET_SREGS', {}, () => native.setSregs(this.#fd, encodeSregs(sregs)));
   }
 
   /**

@@ -7,7 +7,8 @@ import { MEMORY_ATTRIBUTE_PRIVATE, type CapName, type GuestMemfdFlag, type VmTyp
 import { PrivateRanges, type GpaRange } from './attributes.js';
 import { callNative, invalidArgument } from './errors.js';
 import { GuestMemfd, guestMemfdFlagMask, guestMemfdFlagNames, type GuestMemfdOptions } from './guest-memfd.js';
-import { describe, PAGE_SIZE, requirePageAligned, toOptions, toU32, toU64, U64_LIMIT, type U64Like } from './int.js';
+import { describe, PAGE_SIZE, requirePageAligned, toU32, toU64, U64_LIMIT, type U64Like } from './int.js';
+import { opt, readOptions } from './options.js';
 import type { Kvm, KvmCapabilities } from './kvm.js';
 import { checkSlot, slotFlags, SlotTable, type MemorySlot, type SlotLimits, type SlotRecord } from './memslots.js';
 import { HostMemory, type AllocateMemoryOptions } from './memory.js';
@@ -18,6 +19,29 @@ import { Vcpu } from './vcpu.js';
 import { SoftMmu } from './soft-mmu/index.js';
 import * as vmm from './vm/index.js';
 import type { Device, DeviceType } from './device.js';
+
+/** KVM_CAP_MULTI_ADDRESS_SPACE: how many memslot address spaces (bits 16+ of a slot id) the VM has. */
+const CAP_MULTI_ADDRESS_SPACE = 118;
+
+const GUEST_MEMFD_OPTIONS = {
+  size: opt.u64,
+  flags: ((v, _k, op) => guestMemfdFlagMask(v as never, op)) as (v: unknown, k: string, op: string) => bigint,
+} as const;
+const ALLOCATE_OPTIONS = { hugePages: opt.boolean, alignment: opt.u64, noReserve: opt.boolean } as const;
+const REGION_OPTIONS = {
+  slot: opt.u32,
+  guestPhysAddr: opt.u64,
+  size: opt.u64,
+  memory: opt.brand(HostMemory.isHostMemory, 'HostMemory'),
+  memoryOffset: opt.u64,
+  userspaceAddr: opt.u64,
+  guestMemfd: opt.brand(GuestMemfd.isGuestMemfd, 'GuestMemfd'),
+  guestMemfdOffset: opt.u64,
+  readonly: opt.boolean,
+  logDirtyPages: opt.boolean,
+  api: opt.oneOf('auto', 'v1', 'v2'),
+} as const;
+const ATTRIBUTE_OPTIONS = { guestPhysAddr: opt.u64, size: opt.u64, private: opt.boolean } as const;
 
 /** Options of Kvm.createVm(). */
 export interface VmOptions {
@@ -90,8 +114,10 @@ export class Vm extends Resource {
   readonly #gmemFlags: bigint;
   #softMmu: SoftMmu | undefined;
   #memslotGeneration = 0;
-  /** @internal The pre-fault engine remembered for this VM (see prefault/engine-choice.ts). */
-  preFaultEngine: { engine: 'kernel' | 'software'; reason: string } | undefined;
+  #preFaultEngine: Readonly<{ engine: 'kernel' | 'software'; reason: string }> | undefined;
+  #maxVcpuId: number | undefined;
+  /** Memslot address spaces (1, or 2 with SMM): bits 16+ of a slot id must be below it. */
+  readonly #addressSpaces: number;
 
   /** @internal Use Kvm.createVm(). */
   constructor(kvm: Kvm, fd: number, type: VmType, caps: KvmCapabilities) {
@@ -113,6 +139,7 @@ export class Vm extends Resource {
         return 0;
       }
     };
+    this.#addressSpaces = Math.max(1, vmCap(CAP_MULTI_ADDRESS_SPACE));
     const guestMemfd = vmCap(Cap.GUEST_MEMFD) > 0;
     const gmemFlags = guestMemfd ? BigInt(vmCap(Cap.GUEST_MEMFD_FLAGS)) : 0n;
     this.#gmemFlags = gmemFlags;
@@ -122,6 +149,16 @@ export class Vm extends Resource {
       guestMemfdFlags: guestMemfdFlagNames(gmemFlags),
       memoryAttributes: (BigInt(vmCap(Cap.MEMORY_ATTRIBUTES)) & MEMORY_ATTRIBUTE_PRIVATE) !== 0n ? ['private'] : [],
     };
+  }
+
+  /** The pre-fault engine remembered for this VM (see Vcpu.preFaultMemory()), once one was decided. */
+  get preFaultEngine(): Readonly<{ engine: 'kernel' | 'software'; reason: string }> | undefined {
+    return this.#preFaultEngine;
+  }
+
+  /** @internal Remembers the pre-fault engine decided for this VM (prefault/engine-choice.ts). */
+  rememberPreFaultEngine(decision: { engine: 'kernel' | 'software'; reason: string }): void {
+    this.#preFaultEngine = Object.freeze({ engine: decision.engine, reason: decision.reason });
   }
 
   /** The VM fd; throws ECLOSED after close(). */
@@ -157,13 +194,14 @@ export class Vm extends Resource {
    */
   createGuestMemfd(options: GuestMemfdOptions): GuestMemfd {
     const op = 'KVM_CREATE_GUEST_MEMFD';
+    const o = readOptions(options, op, GUEST_MEMFD_OPTIONS, { required: true });
+    if (o.size === undefined) throw invalidArgument(op, 'size is required');
+    const size = o.size;
+    const mask = o.flags ?? 0n;
     this.assertOpen(op);
-    if (typeof options !== 'object' || options === null) throw invalidArgument(op, 'options must be an object with size');
     if (!this.#caps.guestMemfd) throw invalidArgument(op, 'guest_memfd is not supported by this host (KVM_CAP_GUEST_MEMFD is 0)', {}, 'EOPNOTSUPP');
-    const size = toU64(options.size, 'size', op);
     if (size === 0n || size % PAGE_SIZE !== 0n) throw invalidArgument(op, 'size must be a non-zero multiple of 4096', { size });
     if (size >= 1n << 63n) throw invalidArgument(op, 'size is too large', { size });
-    const mask = guestMemfdFlagMask(options.flags, op);
     const supported = this.#gmemFlags;
     if ((mask & ~supported) !== 0n) {
       const names = guestMemfdFlagNames(supported);
@@ -187,8 +225,11 @@ export class Vm extends Resource {
    * 2 MiB when at least that large, so KVM can use huge mappings.
    */
   allocateMemory(size: U64Like, options: AllocateMemoryOptions = {}): HostMemory {
+    // Read the options once, before the open check: a getter cannot close the VM in between.
+    const o = readOptions(options, 'mmap', ALLOCATE_OPTIONS);
+    const bytes = toU64(size, 'size', 'mmap');
     this.assertOpen('mmap');
-    const memory = HostMemory.allocate(size, options);
+    const memory = HostMemory.allocate(bytes, stripUndefined(o));
     this.#adopt(memory);
     return memory;
   }
@@ -213,25 +254,29 @@ export class Vm extends Resource {
    */
   setMemoryRegion(options: SetMemoryRegionOptions): MemorySlot {
     const op = 'KVM_SET_USER_MEMORY_REGION2';
-    this.assertOpen(op);
-    if (typeof options !== 'object' || options === null) throw invalidArgument(op, 'options must be an object');
-    const slot = toU32(options.slot, 'slot', op);
-    const guestPhysAddr = toU64(options.guestPhysAddr, 'guestPhysAddr', op);
-    const memory = options.memory;
-    if (memory !== undefined && !(memory instanceof HostMemory)) throw invalidArgument(op, 'memory must be a HostMemory');
-    const gmem = options.guestMemfd;
-    if (gmem !== undefined && !(gmem instanceof GuestMemfd)) throw invalidArgument(op, 'guestMemfd must be a GuestMemfd');
-    if (memory && options.userspaceAddr !== undefined) throw invalidArgument(op, 'give memory or userspaceAddr, not both');
-    const memoryOffset = toU64(options.memoryOffset ?? 0n, 'memoryOffset', op);
+    // Every option is read once into plain values before anything is checked
+    // or done: a getter or Proxy of the caller's runs here or never.
+    const options_ = readOptions(options, op, REGION_OPTIONS, { required: true });
+    if (options_.slot === undefined) throw invalidArgument(op, 'slot is required');
+    if (options_.guestPhysAddr === undefined) throw invalidArgument(op, 'guestPhysAddr is required');
+    const slot = options_.slot;
+    const guestPhysAddr = options_.guestPhysAddr;
+    const memory = options_.memory;
+    const gmem = options_.guestMemfd;
+    if (memory && options_.userspaceAddr !== undefined) throw invalidArgument(op, 'give memory or userspaceAddr, not both');
+    const memoryOffset = options_.memoryOffset ?? 0n;
     let size: bigint;
-    if (options.size !== undefined) size = toU64(options.size, 'size', op);
+    if (options_.size !== undefined) size = options_.size;
     else if (memory) size = memory.size > memoryOffset ? memory.size - memoryOffset : 0n;
     else throw invalidArgument(op, 'size is required without memory', { slot });
-    const userspaceAddr = memory ? memory.address + memoryOffset : toU64(options.userspaceAddr ?? 0n, 'userspaceAddr', op);
-    const readonly = options.readonly === true;
-    const logDirtyPages = options.logDirtyPages === true;
-    const api = options.api ?? 'auto';
-    if (api !== 'auto' && api !== 'v1' && api !== 'v2') throw invalidArgument(op, "api must be 'auto', 'v1' or 'v2'");
+    const userspaceAddr = memory ? memory.address + memoryOffset : options_.userspaceAddr ?? 0n;
+    const readonly = options_.readonly === true;
+    const logDirtyPages = options_.logDirtyPages === true;
+    const api = options_.api ?? 'auto';
+    this.assertOpen(op);
+    if (slot >>> 16 >= this.#addressSpaces) {
+      throw invalidArgument(op, `slot id 0x${slot.toString(16)} names address space ${slot >>> 16} (bits 16+ of the id), but this VM has ${this.#addressSpaces === 1 ? 'only address space 0' : `address spaces 0-${this.#addressSpaces - 1}`} (KVM_CAP_MULTI_ADDRESS_SPACE)`, { slot });
+    }
     const useV2 = api === 'v2' || (api === 'auto' && (gmem !== undefined || this.#caps.userMemory2));
     if (gmem && !useV2) throw invalidArgument('KVM_SET_USER_MEMORY_REGION', 'a guest_memfd slot needs KVM_SET_USER_MEMORY_REGION2', { slot });
     if (useV2 && !this.#caps.userMemory2) throw invalidArgument(op, 'KVM_SET_USER_MEMORY_REGION2 is not supported by this host', { slot }, 'EOPNOTSUPP');
@@ -244,7 +289,7 @@ export class Vm extends Resource {
       memory,
       memoryOffset,
       guestMemfd: gmem,
-      guestMemfdOffset: toU64(options.guestMemfdOffset ?? 0n, 'guestMemfdOffset', op),
+      guestMemfdOffset: options_.guestMemfdOffset ?? 0n,
       readonly,
       logDirtyPages,
       flags: slotFlags({ readonly, logDirtyPages, guestMemfd: gmem }),
@@ -263,8 +308,8 @@ export class Vm extends Resource {
   /** Deletes a memslot (size 0). Throws 'EINVAL' (as the kernel does) for a slot the VM does not have. */
   deleteMemoryRegion(slot: number): void {
     const op = 'KVM_SET_USER_MEMORY_REGION2';
-    this.assertOpen(op);
     const id = toU32(slot, 'slot', op);
+    this.assertOpen(op);
     const old = this.#slots.get(id);
     if (!old) throw invalidArgument(op, `slot ${id} does not exist`, { slot: id });
     // Deletion needs only the slot id and size 0; the guest_memfd may already be closed.
@@ -276,12 +321,14 @@ export class Vm extends Resource {
   /** Moves a memslot to another guest-physical address (same size and backing). */
   moveMemoryRegion(slot: number, guestPhysAddr: U64Like): MemorySlot {
     const op = 'KVM_SET_USER_MEMORY_REGION2';
+    const id = toU32(slot, 'slot', op);
+    const gpa = toU64(guestPhysAddr, 'guestPhysAddr', op);
     this.assertOpen(op);
-    const old = this.#slots.get(toU32(slot, 'slot', op));
-    if (!old) throw invalidArgument(op, `slot ${slot} does not exist`, { slot });
+    const old = this.#slots.get(id);
+    if (!old) throw invalidArgument(op, `slot ${id} does not exist`, { slot: id });
     return this.setMemoryRegion({
       slot: old.slot,
-      guestPhysAddr,
+      guestPhysAddr: gpa,
       size: old.size,
       ...(old.memory ? { memory: old.memory, memoryOffset: old.memoryOffset } : { userspaceAddr: old.userspaceAddr }),
       ...(old.guestMemfd ? { guestMemfd: old.guestMemfd, guestMemfdOffset: old.guestMemfdOffset } : {}),
@@ -307,11 +354,12 @@ export class Vm extends Resource {
    */
   setMemoryAttributes(options: MemoryAttributesOptions): void {
     const op = 'KVM_SET_MEMORY_ATTRIBUTES';
+    const o = readOptions(options, op, ATTRIBUTE_OPTIONS, { required: true });
+    const gpa = toU64(o.guestPhysAddr, 'guestPhysAddr', op);
+    const size = toU64(o.size, 'size', op);
+    const isPrivate = o.private === true;
     this.assertOpen(op);
-    if (typeof options !== 'object' || options === null) throw invalidArgument(op, 'options must be an object { guestPhysAddr, size, private }');
-    const gpa = toU64(options.guestPhysAddr, 'guestPhysAddr', op);
-    const size = toU64(options.size, 'size', op);
-    const args = { guestPhysAddr: gpa, size, private: options.private };
+    const args = { guestPhysAddr: gpa, size, private: isPrivate };
     requirePageAligned(gpa, 'guestPhysAddr', op, args);
     requirePageAligned(size, 'size', op, args);
     if (size === 0n || gpa + size > U64_LIMIT) throw invalidArgument(op, 'size must be non-zero and gpa + size must not overflow', args);
@@ -319,8 +367,8 @@ export class Vm extends Resource {
     if (!this.#caps.memoryAttributes.includes('private')) {
       throw invalidArgument(op, 'private memory attributes are not supported by this host/VM type (KVM_CAP_MEMORY_ATTRIBUTES lacks PRIVATE)', args, 'EOPNOTSUPP');
     }
-    callNative(op, args, () => native.setMemoryAttributes(this.#fd, gpa, size, options.private ? MEMORY_ATTRIBUTE_PRIVATE : 0n, 0n));
-    this.#attributes.set(gpa, gpa + size, options.private);
+    callNative(op, args, () => native.setMemoryAttributes(this.#fd, gpa, size, isPrivate ? MEMORY_ATTRIBUTE_PRIVATE : 0n, 0n));
+    this.#attributes.set(gpa, gpa + size, isPrivate);
     this.#invalidate(gpa, size, 'attributes', undefined);
   }
 
@@ -343,11 +391,13 @@ export class Vm extends Resource {
   /** KVM_CREATE_VCPU plus the kvm_run mapping. */
   createVcpu(id = 0): Vcpu {
     const op = 'KVM_CREATE_VCPU';
-    this.assertOpen(op);
     const vcpuId = toU32(id, 'id', op);
+    this.assertOpen(op);
     if (this.#vcpus.has(vcpuId) && !this.#vcpus.get(vcpuId)!.closed) {
       throw invalidArgument(op, `vcpu ${vcpuId} already exists`, { id: vcpuId }, 'EEXIST');
     }
+    const maxId = this.#vcpuIdLimit();
+    if (vcpuId >= maxId) throw invalidArgument(op, `vcpu id ${vcpuId} is past the limit: ids must be below KVM_CAP_MAX_VCPU_ID (${maxId})`, { id: vcpuId, maxVcpuId: maxId });
     const fd = callNative(op, { id: vcpuId }, () => native.createVcpu(this.#fd, vcpuId));
     const vcpu = Vcpu.wrap(this, vcpuId, fd, this.#caps.vcpuMmapSize);
     this.#vcpus.set(vcpuId, vcpu);
@@ -370,6 +420,20 @@ export class Vm extends Resource {
     this.#vcpus.set(vcpuId, vcpu);
     this.#children.add(vcpu);
     return vcpu;
+  }
+
+  /** KVM_CAP_MAX_VCPU_ID of this VM (KVM_CAP_MAX_VCPUS where the kernel does not say). */
+  #vcpuIdLimit(): number {
+    if (this.#maxVcpuId === undefined) {
+      let n = 0;
+      try {
+        n = native.checkExtension(this.#fd, Cap.MAX_VCPU_ID);
+      } catch {
+        // older kernels: fall back below
+      }
+      this.#maxVcpuId = n > 0 ? n : this.#caps.maxVcpus > 0 ? this.#caps.maxVcpus : 2 ** 32;
+    }
+    return this.#maxVcpuId;
   }
 
   /** Vcpus created and not closed. */
@@ -500,6 +564,10 @@ export class Vm extends Resource {
     this.#watched.clear();
     this.#vcpus.clear();
     this.#slots.clear();
+    // Nothing is mapped any more: lookup() and stats() must not report the
+    // memory that was just unmapped (a held vm.softMmu reference included).
+    this.#softMmu?.zapAll();
+    this.#memslotGeneration++;
     this.#invalidationListeners.clear();
     if (errors.length) throw errors[0];
   }
@@ -576,4 +644,11 @@ export class Vm extends Resource {
     }
     return this.#stats;
   }
+}
+
+/** A copy of `o` without its undefined entries (for APIs whose options are optional properties). */
+function stripUndefined<T extends Record<string, unknown>>(o: T): { [K in keyof T]?: Exclude<T[K], undefined> } {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(o)) if (v !== undefined) out[k] = v;
+  return out as { [K in keyof T]?: Exclude<T[K], undefined> };
 }

@@ -3,8 +3,18 @@
 //
 // Ownership: the mapping lives in a shared State. The JS Mapping object, the
 // ArrayBuffer and every in-flight worker each hold a reference, so memory is
-// never unmapped under a live view or a running madvise; an explicit unmap()
-// first detaches the ArrayBuffer so JS can no longer reach the pages.
+// never unmapped under a live view or a running madvise.
+//
+// unmap() never detaches an ArrayBuffer: Node itself may be in the middle of
+// an operation on it (an asynchronous zlib stream, fs.write on the thread
+// pool...) that keeps the pointer and length it read, and a buffer that
+// shrinks to 0 under such an operation aborts Node 20 and throws an uncaught
+// RangeError on Node 24. Instead, while any ArrayBuffer over the mapping is
+// alive, unmap() replaces the pages with fresh private zero pages (MAP_FIXED,
+// so the old pages, and the file of a guest_memfd mapping, are dropped at
+// once) and keeps the address range reserved until the last buffer is
+// collected: a view of closed memory reads zeros and its writes go nowhere,
+// and no later mmap can be placed under it.
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -12,7 +22,6 @@
 #include <cerrno>
 #include <cstdint>
 #include <memory>
-#include <vector>
 
 #include "common.h"
 
@@ -45,6 +54,7 @@ class Mapping : public Napi::ObjectWrap<Mapping> {
                            InstanceMethod<&Mapping::Madvise>("madvise"),
                            InstanceMethod<&Mapping::MadviseAsync>("madviseAsync"),
                            InstanceMethod<&Mapping::Mprotect>("mprotect"),
+                           InstanceMethod<&Mapping::Touch>("touch"),
                        });
   }
 
@@ -121,39 +131,21 @@ class Mapping : public Napi::ObjectWrap<Mapping> {
     uint64_t max = info.Length() > 2 && !info[2].IsUndefined() ? ArgUint64(info, 2, "maxLength") : (uint64_t{1} << 32);
     if (off > state_->length || len > state_->length - off) throw Napi::RangeError::New(info.Env(), "range outside the mapping");
     if (len > max) throw Napi::RangeError::New(info.Env(), "view larger than the largest ArrayBuffer this Node.js allows");
-    if (whole && !buffer_.IsEmpty() && !buffer_.Value().IsEmpty()) return buffer_.Value();
+    // A cached buffer moved out with ArrayBuffer.prototype.transfer() (Node
+    // 22+) is detached: hand out a new one over the same pages.
+    if (whole && !buffer_.IsEmpty() && !buffer_.Value().IsEmpty() && !buffer_.Value().IsDetached()) return buffer_.Value();
     auto* hold = new std::shared_ptr<State>(state_);
     Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(
         info.Env(), state_->addr + off, static_cast<size_t>(len), [](Napi::Env, void*, std::shared_ptr<State>* h) { delete h; }, hold);
-    if (whole) {
-      buffer_ = Napi::Weak(ab);
-    } else {
-      // Drop references to views already collected so the list stays short.
-      std::vector<Napi::Reference<Napi::ArrayBuffer>> alive;
-      for (auto& r : views_) {
-        if (!r.IsEmpty() && !r.Value().IsEmpty()) alive.push_back(std::move(r));
-      }
-      views_ = std::move(alive);
-      views_.push_back(Napi::Weak(ab));
-    }
+    if (whole) buffer_ = Napi::Weak(ab);
     return ab;
   }
 
   Napi::Value Unmap(const Napi::CallbackInfo& info) {
     if (state_->unmapped) return info.Env().Undefined();
     if (state_->busy.load() > 0) ThrowErrno(info.Env(), EBUSY, "munmap", "munmap (an operation on this memory is in flight)");
-    if (!buffer_.IsEmpty() && !buffer_.Value().IsEmpty()) buffer_.Value().Detach();
     buffer_.Reset();
-    for (auto& r : views_) {
-      if (!r.IsEmpty() && !r.Value().IsEmpty()) r.Value().Detach();
-    }
-    views_.clear();
-    // An ArrayBuffer can outlive detach: ArrayBuffer.prototype.transfer()
-    // (Node 22+) moves the memory into a new buffer we hold no reference to.
-    // While any buffer still holds the state, replace the pages with fresh
-    // zero pages instead of unmapping, so such a buffer reads zeros rather
-    // than faulting; the address range is released when the last one is
-    // collected. MAP_FIXED drops the old pages (and any file) right away.
+    // Every ArrayBuffer still alive holds the state (see the top of the file).
     if (state_.use_count() > 1) {
       void* p = ::mmap(state_->addr, state_->length, PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
@@ -186,6 +178,24 @@ class Mapping : public Napi::ObjectWrap<Mapping> {
         });
   }
 
+  // touch(offset, length, write): faults in every page of the range by
+  // reading a byte of it, or adding 0 to it atomically (a write fault that
+  // cannot lose a concurrent guest write). For kernels without
+  // MADV_POPULATE_*; the caller makes sure the range is accessible.
+  Napi::Value Touch(const Napi::CallbackInfo& info) {
+    auto [p, len] = Span(info);
+    bool write = info.Length() > 2 && info[2].ToBoolean().Value();
+    size_t page = PageSize();
+    for (size_t off = 0; off < len; off += page) {
+      if (write) {
+        __atomic_fetch_add(p + off, 0, __ATOMIC_RELAXED);
+      } else {
+        (void)__atomic_load_n(p + off, __ATOMIC_RELAXED);
+      }
+    }
+    return info.Env().Undefined();
+  }
+
   Napi::Value Mprotect(const Napi::CallbackInfo& info) {
     auto [p, len] = Span(info);
     if (::mprotect(p, len, ArgInt32(info, 2, "prot")) < 0) ThrowErrno(info.Env(), errno, "mprotect", "mprotect");
@@ -194,7 +204,6 @@ class Mapping : public Napi::ObjectWrap<Mapping> {
 
   std::shared_ptr<State> state_;
   Napi::Reference<Napi::ArrayBuffer> buffer_;
-  std::vector<Napi::Reference<Napi::ArrayBuffer>> views_;
 };
 
 }  // namespace

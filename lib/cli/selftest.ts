@@ -1,13 +1,17 @@
 /**
  * `node-kvm selftest [name...] [--list]`: runs the ports of the kernel's KVM
- * selftests (lib/selftests) and prints TAP. Exit code 1 when any case fails,
- * 2 for a usage error (unknown suite, bad option), else 0. A known kernel
- * bug a case records is `not ok ... # TODO` and does not fail the run.
+ * selftests (lib/selftests) and prints TAP. Exit code 1 when any case fails
+ * or KVM cannot be opened at all (no device, no permission: TAP "Bail out!"
+ * with the reason and its hint; skipping every case would turn a CI job
+ * green), 2 for a usage error (unknown suite, bad option), else 0. A known
+ * kernel bug a case records is `not ok ... # TODO` and does not fail the run.
  */
 import type { Command } from 'commander';
 import { KvmError } from '../errors.js';
 import { loadSuites, suiteNames } from '../selftests/index.js';
 import { runCase, skipReason, todoText, type CaseResult } from '../selftests/runner.js';
+import { probeHost } from '../selftests/host.js';
+import { opt, readArray, readOptions } from '../options.js';
 import type { SelftestCase, SelftestSuite } from '../selftests/types.js';
 import type { CliIo } from './main.js';
 import { TapWriter } from './tap.js';
@@ -27,14 +31,37 @@ export interface SelftestOptions {
 /** Loads suites by name; tests pass their own. */
 export type SuiteLoader = (names: readonly string[]) => Promise<SelftestSuite[]>;
 
+/** Why KVM cannot be used at all (undefined when it can); tests pass their own. */
+export type KvmAvailability = () => string | undefined;
+
+const SELFTEST_OPTIONS = {
+  list: opt.boolean,
+  grep: opt.string,
+  set: (v: unknown, k: string, op: string) => readArray(v, op, k),
+  tapVersion: opt.string,
+} as const;
+
 /** Runs the selftest command and returns the exit code. */
-export async function selftestCommand(names: readonly string[], options: SelftestOptions, io: CliIo, load: SuiteLoader = loadSuites): Promise<number> {
+export async function selftestCommand(
+  names: readonly string[],
+  selftestOptions: SelftestOptions,
+  io: CliIo,
+  load: SuiteLoader = loadSuites,
+  kvmUnavailable: KvmAvailability = () => probeHost().unavailable,
+): Promise<number> {
   const usage = (message: string): number => {
     io.stderr(`node-kvm selftest: ${message}\n`);
     return 2;
   };
+  let options: { list?: boolean | undefined; grep?: string | undefined; set?: unknown[] | undefined; tapVersion?: string | undefined };
+  try {
+    options = readOptions(selftestOptions, 'selftest', SELFTEST_OPTIONS);
+  } catch (e) {
+    return usage(e instanceof Error ? e.message : String(e));
+  }
   const settings = new Map<string, string>();
   for (const item of options.set ?? []) {
+    if (typeof item !== 'string') return usage(`--set expects key=value, got ${typeof item}`);
     const eq = item.indexOf('=');
     if (eq <= 0) return usage(`--set expects key=value, got ${JSON.stringify(item)}`);
     settings.set(item.slice(0, eq), item.slice(eq + 1));
@@ -72,6 +99,13 @@ export async function selftestCommand(names: readonly string[], options: Selftes
 
   const tap = new TapWriter(io.stdout);
   tap.version(version === '13' ? 13 : 14);
+  // Without KVM nothing can be tested: that is a failure, not a run of skips.
+  const unavailable = kvmUnavailable();
+  if (unavailable !== undefined) {
+    tap.bailOut(unavailable);
+    io.stderr(`node-kvm selftest: ${unavailable}\n`);
+    return 1;
+  }
   const total = selected.reduce((n, [, cases]) => n + cases.length, 0);
   tap.plan(total, total === 0 ? 'no cases selected' : undefined);
   const counts = { pass: 0, fail: 0, skip: 0, todo: 0 };

@@ -23,6 +23,7 @@
  */
 
 import type { Asm, Imm, Reg64 } from './asm.js';
+import { KvmError } from '../errors.js';
 
 /** The I/O port a ucall writes to. */
 export const UCALL_PORT = 0x1000;
@@ -217,11 +218,15 @@ export type Ucall =
   | { kind: 'abort'; message: string; messageGva: bigint; value: bigint }
   | { kind: 'print'; message: string; messageGva: bigint; args: bigint[] };
 
-/** A write to {@link UCALL_PORT} that does not follow the protocol. */
-export class UcallDecodeError extends Error {
+/**
+ * A write to {@link UCALL_PORT} that does not follow the protocol: a KvmError
+ * with code 'EPROTO' (errno 0: the kernel reported nothing; the guest broke
+ * the protocol).
+ */
+export class UcallDecodeError extends KvmError {
   /** Create the error with a description of what was wrong. */
   constructor(message: string) {
-    super(message);
+    super(message, { code: 'EPROTO', errno: 0, syscall: 'ucall' });
     this.name = 'UcallDecodeError';
   }
 }

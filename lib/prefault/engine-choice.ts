@@ -71,7 +71,7 @@ function keyOf(vm: Vm): string {
 
 function remember(vm: Vm, decision: Remembered): void {
   decisions.set(keyOf(vm), decision);
-  vm.preFaultEngine = decision;
+  vm.rememberPreFaultEngine(decision);
 }
 
 /** Decides the starting engine for one pre-fault. */
@@ -81,7 +81,7 @@ export function decideEngine(vm: Vm, choice: PreFaultEngineChoice): EngineDecisi
   if (vm.preFaultEngine) return { ...vm.preFaultEngine, trial: false };
   const known = decisions.get(keyOf(vm));
   if (known) {
-    vm.preFaultEngine = known;
+    vm.rememberPreFaultEngine(known);
     return { ...known, trial: false };
   }
   if (!vm.capabilities.preFaultMemory) {

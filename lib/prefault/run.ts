@@ -3,7 +3,8 @@
  * (worker-thread steps, or blocking steps) of the shared loop.
  */
 import { invalidArgument } from '../errors.js';
-import { toU64 } from '../int.js';
+import { isAbortSignal, opt, readOptions } from '../options.js';
+import { describe } from '../int.js';
 import { validatePreFaultRange, type PageLevel } from '../soft-mmu/index.js';
 import type { Vcpu } from '../vcpu.js';
 import type { Vm } from '../vm.js';
@@ -17,39 +18,49 @@ const MiB = 1n << 20n;
 
 interface Prepared {
   params: LoopParams;
+  signal: AbortSignal | undefined;
   threads: number;
   populateHost: boolean;
 }
 
+const RANGE_OPTIONS = { gpa: opt.u64, size: opt.u64, flags: opt.u64 } as const;
+const PREFAULT_OPTIONS = {
+  engine: opt.oneOf<PreFaultEngineChoice>('auto', 'kernel', 'software'),
+  signal: opt.brand(isAbortSignal, 'AbortSignal'),
+  onProgress: opt.function,
+  threads: opt.any,
+  populateHost: opt.boolean,
+  maxStepBytes: opt.u64,
+} as const;
+
 function prepare(vcpu: Vcpu, range: PreFaultRange, options: PreFaultOptions): Prepared {
-  if (typeof range !== 'object' || range === null) throw invalidArgument(OP, 'range must be an object { gpa, size }');
-  if (typeof options !== 'object' || options === null) throw invalidArgument(OP, 'options must be an object');
-  const gpa = toU64(range.gpa, 'gpa', OP);
-  const size = toU64(range.size, 'size', OP);
-  const flags = toU64(range.flags ?? 0n, 'flags', OP);
+  // Both arguments are read once, before the open check: no getter of the
+  // caller's can run between the check and the work.
+  const r = readOptions(range, OP, RANGE_OPTIONS, { name: 'range', required: true });
+  const o = readOptions(options, OP, PREFAULT_OPTIONS);
+  if (r.gpa === undefined || r.size === undefined) throw invalidArgument(OP, 'range must be an object { gpa, size }');
+  const gpa = r.gpa;
+  const size = r.size;
+  const flags = r.flags ?? 0n;
   const args = { gpa, size, flags };
   if (validatePreFaultRange({ gpa, size, flags }) !== null) {
     throw invalidArgument(OP, 'gpa and size must be 4 KiB aligned, size non-zero, gpa + size below 2^64, flags 0', args);
   }
-  const choice: PreFaultEngineChoice = options.engine ?? 'auto';
-  if (choice !== 'auto' && choice !== 'kernel' && choice !== 'software') {
-    throw invalidArgument(OP, "engine must be 'auto', 'kernel' or 'software'", { engine: typeof choice === 'string' ? choice : typeof choice });
-  }
-  const threads = options.threads ?? defaultThreads();
-  if (!Number.isInteger(threads) || threads < 1 || threads > 64) throw invalidArgument(OP, 'threads must be an integer in 1..64', { threads });
-  const maxStepOverride = options.maxStepBytes === undefined ? undefined : toU64(options.maxStepBytes, 'maxStepBytes', OP);
+  const choice: PreFaultEngineChoice = o.engine ?? 'auto';
+  const threads = o.threads ?? defaultThreads();
+  if (typeof threads !== 'number' || !Number.isInteger(threads) || threads < 1 || threads > 64) throw invalidArgument(OP, 'threads must be an integer in 1..64', { threads: describe(threads) });
+  const maxStepOverride = o.maxStepBytes;
   if (maxStepOverride !== undefined && (maxStepOverride === 0n || maxStepOverride % 4096n !== 0n)) {
     throw invalidArgument(OP, 'maxStepBytes must be a non-zero multiple of 4096', { maxStepBytes: maxStepOverride });
   }
-  if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw invalidArgument(OP, 'onProgress must be a function');
-  if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw invalidArgument(OP, 'signal must be an AbortSignal');
+  const onProgress = o.onProgress as ((done: bigint, total: bigint) => void) | undefined;
   const vm: Vm = vcpu.vm;
   vcpu.fd; // throws ECLOSED on a closed vcpu before any work
-  const signal = options.signal;
-  if (options.populateHost !== undefined && typeof options.populateHost !== 'boolean') throw invalidArgument(OP, 'populateHost must be a boolean');
+  const signal = o.signal;
   return {
     threads,
-    populateHost: options.populateHost ?? true,
+    signal,
+    populateHost: o.populateHost ?? true,
     params: {
       vm,
       gpa,
@@ -61,7 +72,7 @@ function prepare(vcpu: Vcpu, range: PreFaultRange, options: PreFaultOptions): Pr
       // progress every few tens of milliseconds.
       maxStep: (engine: PreFaultEngineName) => maxStepOverride ?? (engine === 'kernel' ? 32n * MiB : 64n * MiB * BigInt(threads)),
       aborted: () => (signal?.aborted ? (signal.reason ?? new Error('aborted')) : undefined),
-      onProgress: options.onProgress,
+      onProgress,
       kernelLevels: () => pageCounters(vm),
     },
   };
@@ -80,8 +91,7 @@ function pageCounters(vm: Vm): Record<PageLevel, number> | undefined {
 
 /** Pre-faults on worker threads; see Vcpu.preFaultMemory(). */
 export async function preFaultMemory(vcpu: Vcpu, range: PreFaultRange, options: PreFaultOptions = {}): Promise<PreFaultResult> {
-  const { params, threads, populateHost } = prepare(vcpu, range, options);
-  const signal = options.signal;
+  const { params, threads, populateHost, signal } = prepare(vcpu, range, options);
   // An abort during a long kernel step interrupts the ioctl (it returns with
   // partial progress or EINTR), so cancellation does not wait for the step.
   const onAbort = (): void => {

@@ -13,6 +13,7 @@ import type { GuestMemfd } from '../guest-memfd.js';
 import type { MemorySlot } from '../memslots.js';
 import type { Vcpu } from '../vcpu.js';
 import type { Vm } from '../vm.js';
+import { madvisePopulateSupported } from '../memory.js';
 import { hostMaxLevel } from './host-level.js';
 
 /** What one step did. */
@@ -117,6 +118,7 @@ export function planSoftwareStep(vm: Vm, gpa: bigint, size: bigint, maxStep: big
 /** How populating a planned run is done: a host range to madvise, or a guest_memfd range to fallocate. */
 type Populate =
   | { kind: 'madvise'; slot: MemorySlot; offset: bigint; length: bigint; advice: number }
+  | { kind: 'fault' }
   | { kind: 'fallocate'; fd: number; gmem: GuestMemfd; offset: bigint; length: bigint }
   | { kind: 'none' };
 
@@ -129,7 +131,17 @@ function populateFor(vm: Vm, plan: PreFaultMapStep): Populate {
   const hostUsable = slot.memory !== undefined && !slot.memory.closed && slot.memory.hostAccessible;
   if (plan.backing === 'host' || (hostUsable && slot.memory!.kind === 'guest-memfd' && !plan.private)) {
     if (!hostUsable) return { kind: 'none' };
-    return { kind: 'madvise', slot, offset: slot.memoryOffset + offsetInSlot, length: plan.size, advice };
+    const offset = slot.memoryOffset + offsetInSlot;
+    // What protect() allows decides the access, as the host page tables decide
+    // KVM's: no access is EFAULT; read-only pages are mapped read-only (KVM
+    // faults them in for read and maps them without write permission).
+    const allowed = slot.memory!.protectionOf(offset, plan.size);
+    if (allowed === 'none') return { kind: 'fault' };
+    if (allowed === 'read' && plan.writable) {
+      plan.writable = false;
+      return { kind: 'madvise', slot, offset, length: plan.size, advice: Mm.MADV_POPULATE_READ };
+    }
+    return { kind: 'madvise', slot, offset, length: plan.size, advice };
   }
   // Private memory (or a guest_memfd the host cannot touch): allocate it in the file.
   const gmem = slot.guestMemfd;
@@ -174,15 +186,20 @@ function populateErrno(errno: number): number {
   return errno === 4 || errno === 11 ? errno : EFAULT;
 }
 
-/** Touches every page so it is faulted in, for kernels without MADV_POPULATE_* (before 5.14). */
-function touchPages(slot: MemorySlot, offset: bigint, length: bigint, write: boolean): void {
-  const bytes = slot.memory!.bytes;
-  const words = new Int32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >> 2);
-  for (let o = Number(offset); o < Number(offset + length); o += 4096) {
-    // An atomic add of 0 write-faults the page without changing guest data,
-    // even if the guest writes the same word concurrently.
-    if (write) Atomics.add(words, o >> 2, 0);
-    else Atomics.load(words, o >> 2);
+/**
+ * An EINVAL from MADV_POPULATE_*: on a kernel without them (before 5.14),
+ * touch every page instead (HostMemory.touchRawSync refuses pages protect()
+ * made inaccessible); on a kernel with them, EINVAL means the range cannot be
+ * faulted for this access, which is KVM's EFAULT. Never touch then: touching
+ * an inaccessible page kills the process with SIGSEGV.
+ */
+function populateFallback(p: Extract<Populate, { kind: 'madvise' }>): NativeResult {
+  if (madvisePopulateSupported()) return { rc: -1, errno: EFAULT };
+  try {
+    p.slot.memory!.touchRawSync(p.offset, p.length, p.advice === Mm.MADV_POPULATE_WRITE);
+    return { rc: 0, errno: 0 };
+  } catch {
+    return { rc: -1, errno: EFAULT };
   }
 }
 
@@ -191,6 +208,7 @@ export function softwareStepSync(vm: Vm, gpa: bigint, size: bigint, maxStep: big
   const plan = planSoftwareStep(vm, gpa, size, maxStep);
   if (!('kind' in plan)) return plan;
   const p = populateFor(vm, plan);
+  if (p.kind === 'fault') return { errno: EFAULT, gpa, size };
   let r: NativeResult = { rc: 0, errno: 0 };
   try {
     if (p.kind === 'madvise') {
@@ -198,7 +216,7 @@ export function softwareStepSync(vm: Vm, gpa: bigint, size: bigint, maxStep: big
         p.slot.memory!.adviseRawSync(p.offset, p.length, p.advice);
       } catch (e) {
         if ((e as { errno?: number }).errno !== EINVAL) throw e;
-        touchPages(p.slot, p.offset, p.length, p.advice === Mm.MADV_POPULATE_WRITE);
+        r = populateFallback(p);
       }
     } else if (p.kind === 'fallocate') {
       native.fallocate(p.fd, Mm.FALLOC_FL_KEEP_SIZE, p.offset, p.length);
@@ -216,13 +234,14 @@ export async function softwareStepAsync(vm: Vm, gpa: bigint, size: bigint, maxSt
   const plan = planSoftwareStep(vm, gpa, size, maxStep);
   if (!('kind' in plan)) return plan;
   const p = populateFor(vm, plan);
+  if (p.kind === 'fault') return { errno: EFAULT, gpa, size };
   let results: NativeResult[] = [];
   if (p.kind === 'madvise') {
     const memory = p.slot.memory!;
     results = await Promise.all(split(p.offset, p.length, threads).map(([o, l]) => memory.adviseRawAsync(o, l, p.advice)));
     if (results.some((r) => r.rc < 0 && r.errno === EINVAL)) {
-      touchPages(p.slot, p.offset, p.length, p.advice === Mm.MADV_POPULATE_WRITE);
-      results = [];
+      // The memory may have been closed while the madvise ran.
+      results = memory.closed ? [{ rc: -1, errno: EFAULT }] : [populateFallback(p)];
     }
   } else if (p.kind === 'fallocate') {
     // Through the GuestMemfd, so closing it waits for these calls instead of

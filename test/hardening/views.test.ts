@@ -1,39 +1,41 @@
 /**
- * Zero-copy views: a Uint8Array over guest or host memory is detached when
- * the memory is unmapped. Touching it afterwards is harmless: element reads
- * give undefined, writes are dropped, methods throw TypeError; it never
- * faults. Covered: HostMemory.bytes/view(), guest_memfd mappings, the vcpu's
- * kvm_run page and exit data, and views held across Vm.close().
+ * Zero-copy views of unmapped memory: closing never detaches a view (Node may
+ * be in the middle of an operation on it, see views-async.test.ts); the
+ * pages are replaced by private zero pages and the address range stays
+ * reserved until every view is collected. Touching a view afterwards is
+ * harmless: reads give 0, writes land in the placeholder (never in memory
+ * mapped later), methods work; it never faults. Covered: HostMemory.bytes /
+ * view(), guest_memfd mappings, the vcpu's kvm_run page and exit data, and
+ * views held across Vm.close().
  */
 import { expect, it } from 'vitest';
-import { Kvm, type HostMemory } from '../../lib/index.js';
+import { HostMemory, Kvm } from '../../lib/index.js';
 import { Asm, Guest } from '../../lib/guest/index.js';
 import { describeKvm, expectKvmError } from '../support/kvm.js';
 import { runNodeChild } from './support/child.js';
 
 const MiB = 1n << 20n;
 
-/** Asserts that a view is detached and every way of touching it is harmless. */
-function expectDetached(view: Uint8Array): void {
-  expect(view.length).toBe(0);
-  expect(view.byteLength).toBe(0);
-  expect(view.buffer.byteLength).toBe(0);
-  expect(view[0]).toBeUndefined();
-  expect(view[4095]).toBeUndefined();
-  view[0] = 1; // dropped, no throw
-  expect(view[0]).toBeUndefined();
-  for (const touch of [
-    () => view.fill(1),
-    () => view.set([1]),
-    () => view.slice(0, 1),
-    () => view.subarray(0, 1),
-    () => view.indexOf(0),
-    () => [...view],
-    () => new DataView(view.buffer),
-    () => new Uint8Array(view.buffer),
-    () => Buffer.from(view.buffer),
-  ]) {
-    expect(touch).toThrow(TypeError);
+/** Asserts that a view of unmapped memory keeps its length, reads zeros, and every way of touching it is harmless. */
+function expectInert(view: Uint8Array): void {
+  const length = view.length;
+  expect(length).toBeGreaterThan(0);
+  expect(view.buffer.byteLength).toBeGreaterThanOrEqual(length);
+  expect(view[0]).toBe(0);
+  expect(view[length - 1]).toBe(0);
+  expect(view.indexOf(0xa5)).toBe(-1);
+  expect(view.indexOf(0x5a)).toBe(-1);
+  view[0] = 1;
+  view.fill(0x77, 0, 16);
+  expect([...view.slice(0, 2)]).toEqual([0x77, 0x77]);
+  expect(Buffer.from(view.buffer, view.byteOffset, 4).length).toBe(4);
+  new DataView(view.buffer).getUint8(0);
+  // Memory mapped afterwards is not under the old view: it is still zero.
+  const fresh = HostMemory.allocate(BigInt(Math.max(4096, Math.ceil(length / 4096) * 4096)));
+  try {
+    expect(fresh.bytes.indexOf(0x77)).toBe(-1);
+  } finally {
+    fresh.close();
   }
 }
 
@@ -49,21 +51,21 @@ function liveViews(memory: HostMemory): { bytes: Uint8Array; sub: Uint8Array; da
   return { bytes, sub, data };
 }
 
-describeKvm('zero-copy views are detached on unmap, never dangling', () => {
+describeKvm('zero-copy views of unmapped memory read zeros, never dangle', () => {
   it('HostMemory.bytes and view() of anonymous memory', () => {
     using kvm = Kvm.open();
     using vm = kvm.createVm();
     const memory = vm.allocateMemory(2n * MiB);
     const { bytes, sub, data } = liveViews(memory);
     memory.close();
-    expectDetached(bytes);
-    expectDetached(sub);
-    expect(() => data.getUint8(0)).toThrow(TypeError);
+    expectInert(bytes);
+    expectInert(sub);
+    expect(data.getUint8(0)).toBe(0x77);
     expectKvmError(() => memory.bytes, 'ECLOSED');
     expectKvmError(() => memory.view(0, 1), 'ECLOSED');
   });
 
-  it('a guest_memfd mapping: valid after the guest_memfd fd is closed, detached when the mapping is', () => {
+  it('a guest_memfd mapping: valid after the guest_memfd fd is closed, zeros when the mapping is', () => {
     using kvm = Kvm.open();
     using vm = kvm.createVm();
     const gmem = vm.createGuestMemfd({ size: 2n * MiB, flags: ['mmap', 'init-shared'] });
@@ -75,11 +77,11 @@ describeKvm('zero-copy views are detached on unmap, never dangling', () => {
     bytes[1] = 7;
     expect(bytes[1]).toBe(7);
     memory.close();
-    expectDetached(bytes);
-    expectDetached(sub);
+    expectInert(bytes);
+    expectInert(sub);
   });
 
-  it('views held across Vm.close(): memory from vm.allocateMemory() is detached, a guest_memfd mapping is not closed by the VM', () => {
+  it('views held across Vm.close(): memory from vm.allocateMemory() reads zeros, a guest_memfd mapping is not closed by the VM', () => {
     using kvm = Kvm.open();
     const vm = kvm.createVm();
     const owned = vm.allocateMemory(2n * MiB);
@@ -89,17 +91,17 @@ describeKvm('zero-copy views are detached on unmap, never dangling', () => {
     const mappedViews = liveViews(mapped);
     vm.close();
     expect(owned.closed).toBe(true);
-    expectDetached(ownedViews.bytes);
-    expectDetached(ownedViews.sub);
+    expectInert(ownedViews.bytes);
+    expectInert(ownedViews.sub);
     // guestMemfd.map() memory belongs to the caller (see docs/guarantees.md):
     // still mapped and usable after the VM is gone, until closed.
     expect(mapped.closed).toBe(false);
     expect(mappedViews.bytes[0]).toBe(0xa5);
     mapped.close();
-    expectDetached(mappedViews.bytes);
+    expectInert(mappedViews.bytes);
   });
 
-  it('Vm.close() while a vcpu runs: the memory stays mapped until the vcpu is out of KVM_RUN, then its views are detached', async () => {
+  it('Vm.close() while a vcpu runs: the memory stays mapped until the vcpu is out of KVM_RUN, then its views read zeros', async () => {
     using kvm = Kvm.open();
     const vm = kvm.createVm();
     const g = Guest.create(vm, { program: new Asm().label('spin').pause().jmp('spin') });
@@ -109,14 +111,15 @@ describeKvm('zero-copy views are detached on unmap, never dangling', () => {
     await new Promise((r) => setTimeout(r, 20));
     vm.close();
     // The guest may still be executing from this memory: it must not be unmapped yet.
-    expect(system.length).toBe(2 * 1024 * 1024);
+    const code = [...system].findIndex((b) => b !== 0);
+    expect(code).toBeGreaterThanOrEqual(0);
     expect((await running).reason).toBe('intr');
     await new Promise((r) => setImmediate(r));
-    expectDetached(system);
-    expectDetached(bytes);
+    expectInert(system);
+    expectInert(bytes);
   });
 
-  it("the vcpu's kvm_run page and exit data are detached when the vcpu is closed", () => {
+  it("the vcpu's kvm_run page and exit data read zeros when the vcpu is closed", () => {
     using kvm = Kvm.open();
     using vm = kvm.createVm();
     const g = Guest.create(vm, { program: new Asm().mov('eax', 0x11223344).mov('edx', 0xe9).out('dx', 'eax') });
@@ -125,8 +128,8 @@ describeKvm('zero-copy views are detached on unmap, never dangling', () => {
     const data = (event as { exit: { data: Uint8Array } }).exit.data;
     expect([...data]).toEqual([0x44, 0x33, 0x22, 0x11]);
     g.vcpu.close();
-    expectDetached(runState);
-    expectDetached(data);
+    expectInert(runState);
+    expectInert(data);
     expectKvmError(() => g.vcpu.runState, 'ECLOSED');
   });
 

@@ -58,13 +58,15 @@ describeKvm('HostMemory', () => {
     expectKvmError(() => mem.view(8000, 1000), 'EINVAL');
   });
 
-  it('detaches views and throws ECLOSED after close', () => {
+  it('views of closed memory read zeros; the memory throws ECLOSED after close', () => {
     const mem = HostMemory.allocate(8192);
     const view = mem.bytes;
+    view[0] = 5;
     mem.close();
     mem.close();
-    expect(view.byteLength).toBe(0);
-    expect(() => view.set([1])).toThrow(TypeError);
+    expect(view.byteLength).toBe(8192);
+    expect(view[0]).toBe(0);
+    view.set([1]); // lands in the placeholder, harmless
     expectKvmError(() => mem.bytes, 'ECLOSED');
     expectKvmError(() => mem.advise('dontneed'), 'ECLOSED');
   });
@@ -88,7 +90,7 @@ describeKvm('HostMemory larger than one ArrayBuffer', () => {
     tail[4095] = 9;
     expect(mem.view(size - 1n, 1n)[0]).toBe(9);
     mem.close();
-    expect(tail.length).toBe(0);
+    expect(tail[4095]).toBe(0);
   });
 
   it('raw addon: an oversized view is a RangeError, not a crash', () => {

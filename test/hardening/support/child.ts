@@ -42,7 +42,8 @@ async function buildBundle(): Promise<string> {
     // rolldown comes with vite (vitest's bundler); it bundles TypeScript in ~0.1 s.
     const { rolldown } = (await import('rolldown')) as typeof import('rolldown');
     const bundle = await rolldown({ input, platform: 'node', transform: { target: 'node20' }, logLevel: 'silent' });
-    const { output } = await bundle.generate({ format: 'esm' });
+    // One file: dynamic imports (the selftest suites) are inlined.
+    const { output } = await bundle.generate({ format: 'esm', codeSplitting: false });
     await bundle.close();
     code = output[0].code;
   } catch (e) {

@@ -5,8 +5,38 @@
  * prototype-less objects, symbols, functions).
  */
 import fc from 'fast-check';
+import { GuestMemfd, HostMemory } from '../../../lib/index.js';
 
 const PAGE = 4096n;
+
+/**
+ * Behaves like a revoked Proxy towards the library (every read, key listing
+ * or prototype query throws TypeError) but answers `has` so fast-check can
+ * still handle the value (it asks whether a value is cloneable).
+ */
+function revokedLike(): unknown {
+  const revoked = (): never => {
+    throw new TypeError("Cannot perform 'get' on a proxy that has been revoked");
+  };
+  return new Proxy({}, { has: (_t, k) => k === fc.toStringMethod, get: (_t, k) => (k === fc.toStringMethod ? () => '<revoked Proxy>' : revoked()), ownKeys: revoked, getOwnPropertyDescriptor: revoked, getPrototypeOf: revoked });
+}
+
+/** An object whose every property read throws (a plain Error), and which claims keys. */
+function throwingGetters(): unknown {
+  return new Proxy(
+    {},
+    {
+      has: (_t, k) => k === fc.toStringMethod,
+      get(_t, key) {
+        if (key === fc.toStringMethod) return () => '<object whose getters throw>';
+        if (typeof key === 'symbol') return undefined;
+        throw new Error(`fuzz: getter of ${key} throws`);
+      },
+      ownKeys: () => ['size', 'gpa', 'slot', 'memory'],
+      getOwnPropertyDescriptor: () => ({ enumerable: true, configurable: true, value: undefined }),
+    },
+  );
+}
 
 function cyclic(): unknown {
   const o: Record<string, unknown> = { size: 4096 };
@@ -57,8 +87,25 @@ export const weird: fc.Arbitrary<unknown> = fc.constantFrom<unknown>(
   new Map([[1, 2]]),
 );
 
-/** Any bad value: the hand-picked ones and random ones of every type. */
-export const junk: fc.Arbitrary<unknown> = fc.oneof(
+/** Hostile values for the public API: revoked Proxies, throwing getters, fakes with the right prototype. */
+export const hostile: fc.Arbitrary<unknown> = fc.constantFrom<unknown>(
+  revokedLike(),
+  throwingGetters(),
+  new Proxy([1, 2], {
+    has: (_t, k) => k === fc.toStringMethod,
+    get: (t, k) => {
+      if (k === fc.toStringMethod) return () => '<array whose elements throw>';
+      if (typeof k === 'symbol') return Reflect.get(t, k);
+      if (k === 'length') return 2;
+      throw new Error('fuzz: element getter throws');
+    },
+  }),
+  Object.create(HostMemory.prototype),
+  Object.create(GuestMemfd.prototype),
+);
+
+/** Bad values for the addon itself (its contract allows TypeError, so no hostile objects). */
+export const nativeJunk: fc.Arbitrary<unknown> = fc.oneof(
   { weight: 4, arbitrary: weird },
   { weight: 1, arbitrary: fc.integer() },
   { weight: 1, arbitrary: fc.double() },
@@ -69,6 +116,9 @@ export const junk: fc.Arbitrary<unknown> = fc.oneof(
     arbitrary: fc.anything({ maxDepth: 1, maxKeys: 3, withNullPrototype: true, withBigInt: true, withMap: true, withSet: true, withTypedArray: true, withDate: true, withSparseArray: true, withBoxedValues: true }),
   },
 );
+
+/** Any bad value for the public API: the hand-picked ones, random ones of every type, and hostile objects. */
+export const junk: fc.Arbitrary<unknown> = fc.oneof({ weight: 5, arbitrary: nativeJunk }, { weight: 1, arbitrary: hostile });
 
 /** A page multiple in [0, maxPages * 4096], as bigint or number. */
 export function pages(maxPages: number): fc.Arbitrary<bigint | number> {
