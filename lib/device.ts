@@ -18,12 +18,15 @@ export type DeviceType = keyof typeof DEVICE_TYPES;
 
 /** Which attribute (struct kvm_device_attr without the value). */
 export interface DeviceAttrId {
+  /** kvm_device_attr.group: the attribute group, device specific (for 'vfio': KVM_DEV_VFIO_FILE = 1 ...). */
   group: number;
+  /** kvm_device_attr.attr: the attribute within `group` (for 'vfio' files: KVM_DEV_VFIO_FILE_ADD = 1, _DEL = 2), a u64. */
   attr: bigint | number;
 }
 
 /** An attribute and the value to set; `value` is passed as a u64 (or an int for `size: 4`), omitted for attributes that take none. */
 export interface DeviceAttrValue extends DeviceAttrId {
+  /** The value KVM reads through kvm_device_attr.addr (node-kvm points addr at it): a u64, or a u32 when `size` is 4 (for 'vfio': the VFIO file descriptor). */
   value?: bigint | number;
   /** Width of the value in memory: 8 (default) or 4 bytes. */
   size?: 4 | 8;

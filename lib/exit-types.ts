@@ -23,10 +23,13 @@ export const EXIT_REASONS: Readonly<Record<number, string>> = {
 
 /** Port I/O exit (KVM_EXIT_IO). */
 export interface IoExit {
+  /** Discriminant: kvm_run.exit_reason was KVM_EXIT_IO (2). */
   reason: 'io';
+  /** kvm_run.io.direction: 'out' (KVM_EXIT_IO_OUT, 1) for OUT/OUTS, 'in' (KVM_EXIT_IO_IN, 0) for IN/INS. */
   direction: 'in' | 'out';
   /** Bytes per access: 1, 2 or 4. */
   size: number;
+  /** kvm_run.io.port: the 16-bit I/O port number (0..0xffff) the guest accessed. */
   port: number;
   /** Number of accesses (more than 1 for REP INS/OUTS). */
   count: number;
@@ -40,8 +43,11 @@ export interface IoExit {
 
 /** MMIO exit (also what a guest access to memory the host cannot back gives on shadow paging). */
 export interface MmioExit {
+  /** Discriminant: kvm_run.exit_reason was KVM_EXIT_MMIO (6). */
   reason: 'mmio';
+  /** kvm_run.mmio.phys_addr: the guest-physical address of the access (not covered by any memory slot, or a coalesced/emulated region). */
   physAddr: bigint;
+  /** kvm_run.mmio.is_write: true for a guest store (data holds the value), false for a load (fill data before the next run). */
   isWrite: boolean;
   /** Access width in bytes (1..8). */
   len: number;
@@ -55,9 +61,13 @@ export interface MmioExit {
 
 /** KVM_EXIT_MEMORY_FAULT (KVM_RUN failed with EFAULT or EHWPOISON): KVM could not resolve a guest access. */
 export interface MemoryFaultExit {
+  /** Discriminant: KVM_RUN failed and kvm_run.exit_reason was KVM_EXIT_MEMORY_FAULT (39). */
   reason: 'memory-fault';
+  /** kvm_run.memory_fault.flags, raw: KVM_MEMORY_EXIT_FLAG_* bits (bit 3, KVM_MEMORY_EXIT_FLAG_PRIVATE, is also given as `private`). */
   flags: bigint;
+  /** kvm_run.memory_fault.gpa: the guest-physical address of the start of the range KVM could not map. */
   gpa: bigint;
+  /** kvm_run.memory_fault.size: the length in bytes of the faulting range starting at `gpa`. */
   size: bigint;
   /** KVM_MEMORY_EXIT_FLAG_PRIVATE: the access was to private memory. */
   private: boolean;
@@ -65,7 +75,9 @@ export interface MemoryFaultExit {
 
 /** Entry failed (invalid guest state); KVM_EXIT_FAIL_ENTRY. */
 export interface FailEntryExit {
+  /** Discriminant: kvm_run.exit_reason was KVM_EXIT_FAIL_ENTRY (9). */
   reason: 'fail-entry';
+  /** kvm_run.fail_entry.hardware_entry_failure_reason: the vendor's VM-entry failure code (VMX exit reason with bit 31 set, or SVM's VMEXIT_INVALID). */
   hardwareEntryFailureReason: bigint;
   /** The host CPU the entry was tried on. */
   cpu: number;
@@ -73,6 +85,7 @@ export interface FailEntryExit {
 
 /** KVM's internal error (often emulation failure); KVM_EXIT_INTERNAL_ERROR. */
 export interface InternalErrorExit {
+  /** Discriminant: kvm_run.exit_reason was KVM_EXIT_INTERNAL_ERROR (17). */
   reason: 'internal-error';
   /** KVM_INTERNAL_ERROR_*: 1 emulation, 2 simultaneous exceptions, 3 delivery event, 4 unexpected exit reason. */
   suberror: number;
@@ -91,9 +104,11 @@ export type SystemEventType = 'shutdown' | 'reset' | 'crash' | 'wakeup' | 'suspe
 
 /** Guest-initiated system event (shutdown, reset, crash, ...); KVM_EXIT_SYSTEM_EVENT. */
 export interface SystemEventExit {
+  /** Discriminant: kvm_run.exit_reason was KVM_EXIT_SYSTEM_EVENT (24). */
   reason: 'system-event';
   /** The KVM_SYSTEM_EVENT_* number. */
   type: number;
+  /** `type` by name ('unknown' for a KVM_SYSTEM_EVENT_* number node-kvm does not know). */
   typeName: SystemEventType;
   /** data[0], which older kernels call `flags`. */
   flags: bigint;
@@ -103,6 +118,7 @@ export interface SystemEventExit {
 
 /** KVM_RUN returned EINTR (a signal or immediate_exit), or KVM_EXIT_INTR: the vcpu can be run again. */
 export interface IntrExit {
+  /** Discriminant: KVM_RUN returned EINTR, or kvm_run.exit_reason was KVM_EXIT_INTR (10). */
   reason: 'intr';
 }
 
@@ -111,11 +127,15 @@ export interface IntrExit {
  * Reply with setReturn() before running again.
  */
 export interface HypercallExit {
+  /** Discriminant: kvm_run.exit_reason was KVM_EXIT_HYPERCALL (3). */
   reason: 'hypercall';
+  /** kvm_run.hypercall.nr: the hypercall number the guest put in rax (e.g. KVM_HC_MAP_GPA_RANGE = 12). */
   nr: bigint;
+  /** kvm_run.hypercall.args: the six u64 argument slots; KVM fills those the hypercall uses (for KVM_HC_MAP_GPA_RANGE: gpa from rbx, page count from rcx, attributes from rdx). */
   args: bigint[];
   /** Bit 0 (KVM_EXIT_HYPERCALL_LONG_MODE): the guest was in 64-bit mode. */
   flags: bigint;
+  /** Bit 0 of `flags` decoded: true when the guest issued the hypercall in 64-bit mode (args are then full 64-bit values). */
   longMode: boolean;
   /** Writes the value the guest's hypercall returns (kvm_run.hypercall.ret). */
   setReturn(ret: bigint | number): void;
@@ -123,37 +143,51 @@ export interface HypercallExit {
 
 /** KVM_EXIT_DEBUG (single step, breakpoints, with KVM_SET_GUEST_DEBUG). */
 export interface DebugExit {
+  /** Discriminant: kvm_run.exit_reason was KVM_EXIT_DEBUG (4). */
   reason: 'debug';
   /** The exception vector: 1 (#DB) or 3 (#BP). */
   exception: number;
+  /** kvm_run.debug.arch.pc: the guest rip (linear address) where the debug event was taken. */
   pc: bigint;
+  /** kvm_run.debug.arch.dr6: the debug status register at the event (which breakpoint hit, BS for single step). */
   dr6: bigint;
+  /** kvm_run.debug.arch.dr7: the debug control register in effect at the event. */
   dr7: bigint;
 }
 
 /** KVM_EXIT_EXCEPTION (unused on x86 today). */
 export interface ExceptionExit {
+  /** Discriminant: kvm_run.exit_reason was KVM_EXIT_EXCEPTION (1). */
   reason: 'exception';
+  /** kvm_run.ex.exception: the exception vector (0..31). */
   exception: number;
+  /** kvm_run.ex.error_code: the exception's error code (0 for vectors that push none). */
   errorCode: number;
 }
 
 /** KVM_EXIT_TPR_ACCESS (KVM_TPR_ACCESS_REPORTING). */
 export interface TprAccessExit {
+  /** Discriminant: kvm_run.exit_reason was KVM_EXIT_TPR_ACCESS (12). */
   reason: 'tpr-access';
+  /** kvm_run.tpr_access.rip: the guest rip of the instruction that accessed the APIC TPR. */
   rip: bigint;
+  /** kvm_run.tpr_access.is_write: true if the guest wrote the TPR, false if it read it. */
   isWrite: boolean;
 }
 
 /** KVM_EXIT_IOAPIC_EOI (split irqchip): the vector of a level-triggered interrupt's EOI. */
 export interface IoapicEoiExit {
+  /** Discriminant: kvm_run.exit_reason was KVM_EXIT_IOAPIC_EOI (26). */
   reason: 'ioapic-eoi';
+  /** kvm_run.eoi.vector: the interrupt vector (0..255) the guest's LAPIC EOIed; the userspace IOAPIC clears its remote IRR for it. */
   vector: number;
 }
 
 /** KVM_EXIT_IRQ_WINDOW_OPEN: the guest can take an interrupt now (after request_interrupt_window). */
 export interface IrqWindowOpenExit {
+  /** Discriminant: kvm_run.exit_reason was KVM_EXIT_IRQ_WINDOW_OPEN (7). */
   reason: 'irq-window-open';
+  /** The raw KVM_EXIT_* number (always 7, KVM_EXIT_IRQ_WINDOW_OPEN). */
   code: number;
   /** kvm_run.ready_for_interrupt_injection. */
   readyForInterruptInjection: boolean;
@@ -177,6 +211,7 @@ interface MsrExitBase {
 
 /** KVM_EXIT_X86_RDMSR: the guest reads an MSR; give the value with reply() before running again. */
 export interface RdmsrExit extends MsrExitBase {
+  /** Discriminant: kvm_run.exit_reason was KVM_EXIT_X86_RDMSR (29). */
   reason: 'x86-rdmsr';
   /** Completes the read: the guest's edx:eax get `value` (kvm_run.msr.data; 0 if never replied). */
   reply(value: bigint | number): void;
@@ -184,7 +219,9 @@ export interface RdmsrExit extends MsrExitBase {
 
 /** KVM_EXIT_X86_WRMSR: the guest writes `data` to an MSR; success unless fail() is called. */
 export interface WrmsrExit extends MsrExitBase {
+  /** Discriminant: kvm_run.exit_reason was KVM_EXIT_X86_WRMSR (30). */
   reason: 'x86-wrmsr';
+  /** kvm_run.msr.data: the 64-bit value (edx:eax) the guest's WRMSR writes. */
   data: bigint;
 }
 
@@ -202,7 +239,9 @@ export type XenExit =
 
 /** KVM_EXIT_NOTIFY (KVM_CAP_X86_NOTIFY_VMEXIT): the guest stayed too long in a no-event window. */
 export interface NotifyExit {
+  /** Discriminant: kvm_run.exit_reason was KVM_EXIT_NOTIFY (37). */
   reason: 'notify';
+  /** kvm_run.notify.flags, raw KVM_NOTIFY_CONTEXT_* bits (bit 0 is `contextInvalid`). */
   flags: number;
   /** KVM_NOTIFY_CONTEXT_INVALID: the vcpu's state is corrupt; the VM should be stopped. */
   contextInvalid: boolean;
@@ -216,15 +255,21 @@ export interface NotifyExit {
  * TDX host was available to check it.
  */
 export interface TdxExit {
+  /** Discriminant: kvm_run.exit_reason was KVM_EXIT_TDX (40). */
   reason: 'tdx';
+  /** kvm_run.tdx.flags, raw (no bit is decoded by node-kvm). */
   flags: bigint;
+  /** kvm_run.tdx.nr: the TDVMCALL leaf the guest requested (r11), e.g. 0x10002 GetQuote. */
   nr: bigint;
+  /** The six u64 after nr in kvm_run.tdx (the leaf's union): words[0] is the return code, the rest the leaf's inputs/outputs. */
   words: bigint[];
+  /** Writes the TDVMCALL's return code (into words[0], e.g. TDVMCALL_STATUS_SUCCESS = 0) before running again; throws ESTALE after the next run. */
   setReturn(ret: bigint | number): void;
 }
 
 /** Exits without data of their own. */
 export interface SimpleExit {
+  /** Discriminant: one of the exits that carry no data (KVM_EXIT_HLT, _SHUTDOWN, _NMI, _SET_TPR, _DIRTY_RING_FULL, _AP_RESET_HOLD, _X86_BUS_LOCK). */
   reason: 'hlt' | 'shutdown' | 'nmi' | 'set-tpr' | 'dirty-ring-full' | 'ap-reset-hold' | 'x86-bus-lock';
   /** The raw KVM_EXIT_* number. */
   code: number;
@@ -232,6 +277,7 @@ export interface SimpleExit {
 
 /** KVM_EXIT_UNKNOWN, or an exit number node-kvm does not know (its `code`). */
 export interface UnknownExit {
+  /** Discriminant: kvm_run.exit_reason was KVM_EXIT_UNKNOWN (0) or a number node-kvm does not decode. */
   reason: 'unknown';
   /** The raw KVM_EXIT_* number (0 for KVM_EXIT_UNKNOWN). */
   code: number;

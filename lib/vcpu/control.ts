@@ -16,8 +16,11 @@ import { readOptions, toU64Arg, toUint, view } from '../vm/struct.js';
 export interface Translation {
   /** The guest-physical address (meaningful only when valid). */
   physicalAddress: bigint;
+  /** kvm_translation.valid: the guest page tables (as of the current CR3/CR0/CR4/EFER) map the address; false: no mapping, physicalAddress is meaningless. */
   valid: boolean;
+  /** kvm_translation.writeable: on x86 KVM always reports 1 (it does not check the R/W bits), so do not rely on it. */
   writeable: boolean;
+  /** kvm_translation.usermode: on x86 KVM always reports 0 (the walk is a supervisor one and U/S is not reported), so do not rely on it. */
   usermode: boolean;
 }
 
@@ -164,8 +167,11 @@ export function setNestedState(vcpu: Vcpu, state: NestedState): void {
 
 /** One coalesced write (struct kvm_coalesced_mmio). */
 export interface CoalescedWrite {
+  /** kvm_coalesced_mmio.phys_addr: the guest-physical address (or, with `pio`, the port) of the write. */
   physAddr: bigint;
+  /** kvm_coalesced_mmio.len: the width of the write in bytes (1..8). */
   len: number;
+  /** kvm_coalesced_mmio.pio: the write was to an I/O port of a KVM_REGISTER_COALESCED_PIO zone, not MMIO. */
   pio: boolean;
   /** The bytes written (len of them). */
   data: number[];

@@ -12,15 +12,23 @@ import { fieldCheck, mergeState } from './merge.js';
 
 /** Pending and injected events (struct kvm_vcpu_events). Byte fields are 0/1 flags or vectors. */
 export interface VcpuEvents {
+  /** kvm_vcpu_events.exception: an exception injected (being delivered) or pending (not yet delivered; pending only with KVM_CAP_EXCEPTION_PAYLOAD) with its vector `nr` (0..31) and `errorCode` when `hasErrorCode` is 1. */
   exception: { injected: number; nr: number; hasErrorCode: number; pending: number; errorCode: number };
+  /** kvm_vcpu_events.interrupt: an injected external or software (`soft` = 1) interrupt vector `nr`, and `shadow`, the STI/MOV SS interrupt shadow (KVM_X86_SHADOW_INT_* bits; applied on set with KVM_VCPUEVENT_VALID_SHADOW). */
   interrupt: { injected: number; nr: number; soft: number; shadow: number };
+  /** kvm_vcpu_events.nmi: an NMI being injected, one pending (set only with KVM_VCPUEVENT_VALID_NMI_PENDING), and whether NMIs are masked (blocked until the next IRET). */
   nmi: { injected: number; pending: number; masked: number };
+  /** kvm_vcpu_events.sipi_vector: the start-up IPI vector an AP in wait-for-SIPI starts from (applied on set only with KVM_VCPUEVENT_VALID_SIPI_VECTOR). */
   sipiVector: number;
   /** KVM_VCPUEVENT_VALID_* bits saying which optional fields are meaningful (on set: which to apply). */
   flags: number;
+  /** kvm_vcpu_events.smi (meaningful with KVM_VCPUEVENT_VALID_SMM): the vcpu is in SMM, an SMI is pending, SMM was entered inside an NMI handler, and an INIT was latched while in SMM. */
   smi: { smm: number; pending: number; smmInsideNmi: number; latchedInit: number };
+  /** kvm_vcpu_events.triple_fault.pending: a triple fault is pending (KVM_CAP_X86_TRIPLE_FAULT_EVENT; flag KVM_VCPUEVENT_VALID_TRIPLE_FAULT). */
   tripleFault: { pending: number };
+  /** kvm_vcpu_events.exception_has_payload: 1 when `exceptionPayload` holds the pending exception's payload (KVM_CAP_EXCEPTION_PAYLOAD; flag KVM_VCPUEVENT_VALID_PAYLOAD). */
   exceptionHasPayload: number;
+  /** kvm_vcpu_events.exception_payload: the pending exception's payload, not yet applied to the guest: the faulting address (CR2) for #PF, the DR6 bits for #DB. */
   exceptionPayload: bigint;
 }
 
@@ -106,9 +114,13 @@ export function setMpState(vcpu: Vcpu, state: MpState): void {
 
 /** Debug registers (struct kvm_debugregs). */
 export interface DebugRegs {
+  /** kvm_debugregs.db: DR0-DR3, the four breakpoint linear addresses. */
   db: bigint[];
+  /** kvm_debugregs.dr6: the debug status register (which breakpoint fired, BS, BD...). */
   dr6: bigint;
+  /** kvm_debugregs.dr7: the debug control register (enable bits, type and length of each breakpoint). */
   dr7: bigint;
+  /** kvm_debugregs.flags: no flag is defined; keep it 0 (recent kernels fail KVM_SET_DEBUGREGS with EINVAL otherwise). */
   flags: bigint;
 }
 
@@ -148,6 +160,7 @@ export interface GuestDebugOptions {
   hardwareBreakpoints?: boolean;
   /** KVM_GUESTDBG_INJECT_DB / INJECT_BP: inject #DB or #BP on the next entry. */
   injectDb?: boolean;
+  /** KVM_GUESTDBG_INJECT_BP: inject a #BP (breakpoint exception) into the guest on the next entry. */
   injectBp?: boolean;
   /** KVM_GUESTDBG_BLOCKIRQ: no interrupts while single-stepping. */
   blockIrq?: boolean;

@@ -14,12 +14,17 @@ import { fieldCheck, mergeState } from './merge.js';
 export interface Fpu {
   /** ST0-ST7 / MM0-MM7, each in a 16-byte slot (80 bits used). */
   fpr: bigint[];
+  /** kvm_fpu.fcw: the x87 control word (precision, rounding, exception masks; 0x37f after reset). */
   fcw: number;
+  /** kvm_fpu.fsw: the x87 status word (exception flags, condition codes, TOP of stack). */
   fsw: number;
   /** Abridged tag word (one bit per register). */
   ftwx: number;
+  /** kvm_fpu.last_opcode: the 11-bit opcode of the last non-control x87 instruction (FOP). */
   lastOpcode: number;
+  /** kvm_fpu.last_ip: the address of the last non-control x87 instruction (FIP). */
   lastIp: bigint;
+  /** kvm_fpu.last_dp: the address of the last x87 instruction's memory operand (FDP). */
   lastDp: bigint;
   /** XMM0-XMM15 as 128-bit values. */
   xmm: bigint[];
@@ -75,14 +80,21 @@ export function setFpu(vcpu: Vcpu, update: Partial<Fpu>): void {
 
 /** The XSAVE area (struct kvm_xsave), legacy region and header decoded. */
 export interface Xsave {
+  /** FCW at byte 0 of the legacy region: the x87 control word. */
   fcw: number;
+  /** FSW at byte 2: the x87 status word. */
   fsw: number;
   /** Abridged x87 tag word. */
   ftw: number;
+  /** FOP at byte 6: the opcode of the last non-control x87 instruction. */
   fop: number;
+  /** FIP at byte 8 (64-bit format): the address of the last non-control x87 instruction. */
   fip: bigint;
+  /** FDP at byte 16 (64-bit format): the address of that instruction's memory operand. */
   fdp: bigint;
+  /** MXCSR at byte 24: SSE control and status (rounding, exception masks and flags; 0x1f80 after reset). */
   mxcsr: number;
+  /** MXCSR_MASK at byte 28: the MXCSR bits this CPU supports (writing others to mxcsr makes KVM_SET_XSAVE fail). */
   mxcsrMask: number;
   /** ST0-ST7 in 16-byte slots. */
   st: bigint[];
@@ -175,6 +187,7 @@ export function setXsave(vcpu: Vcpu, update: Partial<Xsave>): void {
 export interface Xcr {
   /** Which XCR (0 = XCR0, the XSAVE feature mask). */
   xcr: number;
+  /** kvm_xcr.value: the 64-bit value of the register (for XCR0: the enabled XSAVE components, bit 0 x87 always set). */
   value: bigint;
 }
 

@@ -12,7 +12,9 @@ import { readArray, readOptions, toU64Arg, toUint, view } from '../vm/struct.js'
 
 /** One MSR and its value (struct kvm_msr_entry). */
 export interface MsrEntry {
+  /** kvm_msr_entry.index: the MSR number (the value of ecx for RDMSR/WRMSR, e.g. 0xc0000080 IA32_EFER). */
   index: number;
+  /** kvm_msr_entry.data: the MSR's 64-bit value (read by KVM_GET_MSRS, written by KVM_SET_MSRS). */
   data: bigint;
 }
 

@@ -26,8 +26,11 @@ const EVENTS = SREGS + 312;
 
 /** The synchronized registers as kvm_run holds them now. */
 export interface SyncRegs {
+  /** kvm_sync_regs.regs (KVM_SYNC_X86_REGS): the general-purpose registers, rip and rflags, as struct kvm_regs. */
   regs: Regs;
+  /** kvm_sync_regs.sregs (KVM_SYNC_X86_SREGS): segments, descriptor tables, control registers and EFER, as struct kvm_sregs. */
   sregs: Sregs;
+  /** kvm_sync_regs.events (KVM_SYNC_X86_EVENTS): pending and injected events, as struct kvm_vcpu_events. */
   events: VcpuEvents;
 }
 

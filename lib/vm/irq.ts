@@ -18,9 +18,38 @@ export type IrqchipId = keyof typeof IRQCHIP_IDS;
 
 /** An 8259 PIC (struct kvm_pic_state). */
 export interface PicState {
-  lastIrr: number; irr: number; imr: number; isr: number; priorityAdd: number; irqBase: number;
-  readRegSelect: number; poll: number; specialMask: number; initState: number; autoEoi: number;
-  rotateOnAutoEoi: number; specialFullyNestedMode: number; init4: number; elcr: number; elcrMask: number;
+  /** last_irr: the IRR as last sampled, for edge detection (an edge-triggered line raises IRR on a 0 to 1 change). */
+  lastIrr: number;
+  /** irr: the interrupt request register, one bit per input line IR0-IR7 asking for service. */
+  irr: number;
+  /** imr: the interrupt mask register (OCW1): a set bit masks that line. */
+  imr: number;
+  /** isr: the in-service register: lines acknowledged (INTA) and not yet EOIed. */
+  isr: number;
+  /** priority_add: the line with the highest priority (rotation, OCW2), 0 after reset. */
+  priorityAdd: number;
+  /** irq_base: the vector of IR0 from ICW2 (a multiple of 8; Linux uses 0x30 master, 0x38 slave). */
+  irqBase: number;
+  /** read_reg_select: OCW3 RIS: a read of the command port gives ISR (1) or IRR (0). */
+  readRegSelect: number;
+  /** poll: an OCW3 poll command is pending (the next read returns the highest request). */
+  poll: number;
+  /** special_mask: special mask mode (OCW3 SMM) is on. */
+  specialMask: number;
+  /** init_state: where the ICW1-ICW4 initialization sequence is (0: done). */
+  initState: number;
+  /** auto_eoi: ICW4 AEOI: an interrupt is EOIed at INTA time. */
+  autoEoi: number;
+  /** rotate_on_auto_eoi: priorities rotate on each automatic EOI (OCW2 rotate in AEOI mode). */
+  rotateOnAutoEoi: number;
+  /** special_fully_nested_mode: ICW4 SFNM (the master accepts nested requests from a slave in service). */
+  specialFullyNestedMode: number;
+  /** init4: ICW1 IC4: the initialization sequence includes ICW4. */
+  init4: number;
+  /** elcr: the edge/level control register (ports 0x4d0/0x4d1): a set bit makes that line level triggered. */
+  elcr: number;
+  /** elcr_mask: the ELCR bits the guest may change (IRQ0-2, 8 and 13 are fixed edge on a PC). */
+  elcrMask: number;
 }
 const PIC_FIELDS = [
   'lastIrr', 'irr', 'imr', 'isr', 'priorityAdd', 'irqBase', 'readRegSelect', 'poll',
@@ -29,10 +58,15 @@ const PIC_FIELDS = [
 
 /** The IOAPIC (struct kvm_ioapic_state); redirtbl has 24 64-bit entries. */
 export interface IoapicState {
+  /** kvm_ioapic_state.base_address: the guest-physical address of the IOAPIC's MMIO window (0xfec00000 by default). */
   baseAddress: bigint;
+  /** kvm_ioapic_state.ioregsel: the IOREGSEL index register, the register the next IOWIN access reads or writes. */
   ioregsel: number;
+  /** kvm_ioapic_state.id: the IOAPIC ID (bits 24-27 of its register 0, the ID the MP/ACPI tables give it). */
   id: number;
+  /** kvm_ioapic_state.irr: one bit per pin (0..23): the pin has a pending request (a level-triggered pin keeps it while asserted). */
   irr: number;
+  /** kvm_ioapic_state.redirtbl: the 24 redirection entries, one u64 per pin (vector, delivery and destination mode, polarity, remote IRR, trigger mode, mask in bit 16, destination in bits 56-63). */
   redirtbl: bigint[];
 }
 const IOAPIC_PINS = 24;
@@ -107,13 +141,36 @@ export function setIrqchip(vm: Vm, state: IrqchipState): void {
 
 /** One PIT channel (struct kvm_pit_channel_state). */
 export interface PitChannelState {
-  count: number; latchedCount: number; countLatched: number; statusLatched: number; status: number;
-  readState: number; writeState: number; writeLatch: number; rwMode: number; mode: number; bcd: number; gate: number;
+  /** count: the initial count last written (1..65536; a 0 written counts as 65536). */
+  count: number;
+  /** latched_count: the 16-bit count latched by a counter-latch command, returned by the next reads. */
+  latchedCount: number;
+  /** count_latched: nonzero while a latched count is waiting to be read (the access mode in force when it was latched). */
+  countLatched: number;
+  /** status_latched: a read-back command latched the status byte, returned by the next read. */
+  statusLatched: number;
+  /** status: the latched status byte (output pin, null count, rw mode, mode, bcd). */
+  status: number;
+  /** read_state: which byte the next read of the channel returns (1 LSB, 2 MSB, 3/4 first/second of a word). */
+  readState: number;
+  /** write_state: which byte the next write sets (as read_state). */
+  writeState: number;
+  /** write_latch: the LSB of a 16-bit count written while waiting for its MSB. */
+  writeLatch: number;
+  /** rw_mode: the access mode of the last control word: 1 LSB only, 2 MSB only, 3 LSB then MSB. */
+  rwMode: number;
+  /** mode: the counting mode 0-5 (Linux's periodic tick uses 2, its one-shot tick 4). */
+  mode: number;
+  /** bcd: 1 when the channel counts in BCD, 0 in binary. */
+  bcd: number;
+  /** gate: the level of the channel's GATE input (always 1 for channels 0 and 1; bit 0 of port 0x61 for channel 2). */
+  gate: number;
   /** ktime (ns) when the count was loaded; signed. */
   countLoadTime: bigint;
 }
 /** The PIT (struct kvm_pit_state2). */
 export interface PitState {
+  /** kvm_pit_state2.channels: the three 8254 counters: 0 drives IRQ0 (the timer tick), 1 is the legacy DRAM refresh, 2 the PC speaker (gate from port 0x61). */
   channels: [PitChannelState, PitChannelState, PitChannelState];
   /** KVM_PIT_FLAGS_HPET_LEGACY (1) and KVM_PIT_FLAGS_SPEAKER_DATA_ON (2). */
   flags: number;
@@ -204,7 +261,9 @@ export function irqLineStatus(vm: Vm, irq: number, level: boolean | 0 | 1): numb
 
 /** An MSI (struct kvm_msi): address, data and, with flags VALID_DEVID, a device id. */
 export interface Msi {
+  /** kvm_msi.address_lo/address_hi: the 64-bit MSI address the device would write (0xfee00000 | destination APIC ID << 12 | redirection hint and destination mode bits on x86). */
   address: bigint | number;
+  /** kvm_msi.data: the 32-bit MSI data (vector in bits 0-7, delivery mode in 8-10, level and trigger mode in 14-15). */
   data: number;
   /** PCI requester id; sets KVM_MSI_VALID_DEVID. */
   devid?: number;
@@ -276,6 +335,7 @@ export function signalMsi(vm: Vm, msi: Msi): number {
 export interface IrqfdOptions {
   /** Writing to it raises `gsi`. */
   eventfd: EventFd;
+  /** kvm_irqfd.gsi: the global system interrupt the eventfd raises, as the GSI routing table (KVM_SET_GSI_ROUTING, or the default irqchip pins) maps it. */
   gsi: number;
   /** KVM_IRQFD_FLAG_RESAMPLE: a level-triggered irqfd; KVM signals this when the guest EOIs. */
   resampleEventfd?: EventFd;

@@ -90,7 +90,9 @@ export function setClock(vm: Vm, data: Partial<ClockData> & { clock: bigint | nu
 
 /** A coalesced MMIO (or PIO) zone (struct kvm_coalesced_mmio_zone). */
 export interface CoalescedMmioZone {
+  /** kvm_coalesced_mmio_zone.addr: the first guest-physical address (or, with `pio`, the first port) of the zone. */
   addr: bigint | number;
+  /** kvm_coalesced_mmio_zone.size: the zone's length in bytes (ports for `pio`); writes inside it go to the coalesced ring instead of exiting. */
   size: number;
   /** A port-I/O zone (KVM_CAP_COALESCED_PIO). */
   pio?: boolean;

@@ -33,9 +33,13 @@ export const VID_MODE_NORMAL = 0xffff;
 
 /** What goes into boot_params beyond the kernel's own header. */
 export interface BootParamsInput {
+  /** The parsed bzImage whose setup header is copied into boot_params.hdr (and patched with the loader's fields). */
   image: BzImage;
+  /** The guest-physical address of the NUL-terminated command line (written to hdr.cmd_line_ptr, 32 bits, and ext_cmd_line_ptr). */
   cmdlineAddr: number;
+  /** Where the initrd was loaded: guest-physical address and length in bytes (hdr.ramdisk_image / ramdisk_size); omitted for none. */
   initrd?: { addr: number; size: number } | undefined;
+  /** The guest's memory map, written to boot_params.e820_table with e820_entries (at most E820_MAX_ENTRIES). */
   e820: readonly E820Entry[];
 }
 

@@ -33,18 +33,27 @@ export const ENTRY_64_OFFSET = 0x200;
 
 /** The setup header fields a 64-bit loader reads. */
 export interface SetupHeader {
+  /** setup_sects (0x1f1): the number of 512-byte setup sectors after the boot sector (a 0 in the file means 4, already applied here). */
   setupSects: number;
   /** Boot protocol version, e.g. 0x020f for 2.15. */
   version: number;
+  /** loadflags (0x211): the LoadFlags bits (LOADED_HIGH: the protected-mode kernel loads at 0x100000). */
   loadflags: number;
+  /** code32_start (0x214): the 32-bit entry point's address as the kernel was built (0x100000 for a loaded-high kernel); the 64-bit entry is at the load address + ENTRY_64_OFFSET. */
   code32Start: number;
+  /** initrd_addr_max (0x22c): the highest address the initrd's last byte may occupy. */
   initrdAddrMax: number;
+  /** kernel_alignment (0x230): the physical alignment, a power of two, a relocatable kernel needs at its load address. */
   kernelAlignment: number;
+  /** relocatable_kernel (0x234): the protected-mode kernel may be loaded at any kernel_alignment-aligned address, not only prefAddress. */
   relocatable: boolean;
+  /** xloadflags (0x236, protocol 2.12+): the XLoadFlags bits (KERNEL_64: a 64-bit entry exists at load address + 0x200). */
   xloadflags: number;
   /** Longest command line the kernel accepts, without the terminating NUL. */
   cmdlineSize: number;
+  /** payload_offset (0x248): where the compressed vmlinux starts, in bytes from the start of the protected-mode kernel. */
   payloadOffset: number;
+  /** payload_length (0x24c): the compressed payload's length in bytes (the kernel build appends the decompressed size as its last 4 bytes). */
   payloadLength: number;
   /** Where the kernel prefers to be loaded (its LOAD_PHYSICAL_ADDR). */
   prefAddress: number;
@@ -58,6 +67,7 @@ export interface SetupHeader {
 
 /** A parsed bzImage. */
 export interface BzImage {
+  /** The setup header fields, checked (boot flag, HdrS magic, protocol 2.12 or later, XLF_KERNEL_64 and LOADED_HIGH set, payload inside the file). */
   header: SetupHeader;
   /** The setup sectors (boot sector included): their header goes into boot_params. */
   setup: Uint8Array;

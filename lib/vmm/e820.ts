@@ -9,8 +9,11 @@ export const E820Type = { RAM: 1, RESERVED: 2, ACPI: 3, NVS: 4, UNUSABLE: 5 } as
 
 /** One E820 entry. */
 export interface E820Entry {
+  /** Guest-physical start address of the range, in bytes. */
   addr: number;
+  /** Length of the range in bytes. */
   size: number;
+  /** An E820Type value: 1 usable RAM, 2 reserved, 3 ACPI reclaimable, 4 ACPI NVS, 5 unusable. */
   type: number;
 }
 
@@ -27,7 +30,9 @@ export const E820_MAX_ENTRIES = 128;
 
 /** A RAM range of guest-physical memory, backed by one memslot. */
 export interface RamRegion {
+  /** Guest-physical address where the region (and its memslot's guest_phys_addr) starts: 0, or HIGH_MEMORY_START for RAM above the hole. */
   gpa: number;
+  /** Length of the region in bytes (a multiple of 4096; the memslot's memory_size). */
   size: number;
 }
 

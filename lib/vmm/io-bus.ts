@@ -7,7 +7,9 @@
 
 /** A device on the port bus. `offset` is relative to the range's first port. */
 export interface PortDevice {
+  /** An IN from port first + `offset` of `size` bytes (1, 2 or 4); returns the value the guest reads (only the low `size` bytes count). */
   read(offset: number, size: number): number;
+  /** An OUT of `size` bytes (1, 2 or 4) with `value` to port first + `offset`. */
   write(offset: number, size: number, value: number): void;
 }
 
@@ -36,6 +38,7 @@ export class IoBus {
   readonly #ranges: Range[] = [];
   /** Accesses by port, for reporting (`unclaimed` are the ones no device answered). */
   readonly counts = new Map<number, number>();
+  /** Accesses by port to ports no device (and no silent range) claims: reads gave all ones, writes were dropped. */
   readonly unclaimed = new Map<number, number>();
 
   /** Attaches `device` to ports [first, first + count). Overlaps throw. */

@@ -29,22 +29,29 @@ export const IDENTITY_MAP_ADDR = 0xfffb_c000;
 
 /** Inputs of {@link planLayout}. */
 export interface LayoutInput {
+  /** Guest RAM in bytes (as given to ramRegions: RAM above MMIO_HOLE_START moves above 4 GiB). */
   memorySize: number;
+  /** The bzImage's setup header: pref_address, init_size, kernel_alignment, relocatable, initrd_addr_max and cmdline_size decide the layout. */
   header: SetupHeader;
+  /** Bytes of the protected-mode kernel to copy at kernelAddr (must not exceed the header's init_size). */
   kernelSize: number;
   /** Command line bytes without the NUL. */
   cmdlineBytes: number;
+  /** Bytes of the initrd, if any; it is placed below initrd_addr_max and the end of low RAM. */
   initrdSize?: number;
 }
 
 /** Where everything goes. */
 export interface BootLayout {
+  /** Guest-physical address the protected-mode kernel is copied to: pref_address, or the first kernel_alignment-aligned address above 1 MiB for a relocatable kernel that does not fit there. */
   kernelAddr: number;
   /** RIP of the 64-bit entry. */
   entry: number;
   /** End of the memory the kernel may use while decompressing (kernelAddr + init_size). */
   kernelEnd: number;
+  /** Guest-physical address of the NUL-terminated command line (CMDLINE_ADDR; goes into hdr.cmd_line_ptr). */
   cmdlineAddr: number;
+  /** Guest-physical address and size in bytes of the initrd (page aligned, at the top of low RAM below initrd_addr_max); undefined without one. */
   initrd: { addr: number; size: number } | undefined;
 }
 

@@ -51,7 +51,9 @@ export interface BootOptions {
   memory?: number | undefined;
   /** Number of vcpus; default 1. */
   cpus?: number | undefined;
+  /** Where guest RAM comes from: 'anon' (anonymous memory, THP off), 'thp' (transparent huge pages asked for), 'gmem' (a mappable guest_memfd, KVM_CREATE_GUEST_MEMFD with mmap and init-shared); default 'anon'. */
   backing?: Backing | undefined;
+  /** Pre-fault all RAM before the first KVM_RUN: 'kernel' (KVM_PRE_FAULT_MEMORY), 'software' (node-kvm's engine), 'auto' (the kernel when it works), or 'none' (default: demand faulting). */
   prefault?: PrefaultMode | undefined;
   /** Ask for the in-kernel irqchip and PIT (default true; used when node-kvm has them). */
   irqchip?: boolean | undefined;
@@ -78,20 +80,31 @@ export interface BootOptions {
 
 /** What a boot did. */
 export interface BootResult {
+  /** Why the machine stopped (reboot, poweroff, panic, halted, signal or error, with its source or detail). */
   stop: StopReason;
   /** 0 for a clean poweroff or reboot, 1 otherwise, 128 + n for a signal. */
   exitCode: number;
+  /** The booted kernel: its version string from the setup header, boot protocol version and payload compression. */
   kernel: { version: string | undefined; protocol: number; compression: BzImage['compression'] };
+  /** Where the kernel, command line and initrd were loaded in guest-physical memory, and the entry RIP used. */
   layout: BootLayout;
+  /** The kernel command line the guest got (the default plus, on kvm_pvm, EMULATOR_CMDLINE when none was given). */
   cmdline: string;
+  /** Guest RAM in bytes. */
   memory: number;
+  /** Number of vcpus created. */
   cpus: number;
+  /** The RAM backing used ('anon', 'thp' or 'gmem'). */
   backing: Backing;
+  /** The pre-fault mode asked for ('none' when RAM was demand faulted); prefaultResults says what each region got. */
   prefault: PrefaultMode;
   /** The pre-fault engine used and its result, per RAM region. */
   prefaultResults: { engine: string; reason: string; bytesMapped: string }[];
+  /** Whether the in-kernel irqchip (PICs, IOAPIC, LAPICs) was asked for and KVM_CREATE_IRQCHIP made it; the PIT (KVM_CREATE_PIT2) is added with it. */
   irqchip: boolean;
+  /** The CPUID profile given to KVM_SET_CPUID2: 'host' (KVM_GET_SUPPORTED_CPUID, trimmed by guestCpuid) or 'emulator' (features KVM's emulator cannot run removed). */
   cpuidProfile: 'host' | 'emulator';
+  /** How the kernel was loaded: 'bzimage' (the guest decompressed itself) or 'vmlinux' (decompressed on the host and entered directly). */
   load: 'bzimage' | 'vmlinux';
   /** Public API the VMM would have used but this node-kvm lacks. */
   missing: string[];
@@ -99,6 +112,7 @@ export interface BootResult {
   timings: { setupMs: number; prefaultMs: number; firstOutputMs: number | null; markerMs: number | null; runMs: number };
   /** Console events seen, with the ms since the first KVM_RUN. */
   events: Partial<Record<ConsoleEvent, number>>;
+  /** Total bytes the guest wrote to the COM1 UART's transmit register. */
   consoleBytes: number;
   /** The end of the console output. */
   consoleTail: string;
@@ -106,9 +120,11 @@ export interface BootResult {
   exits: Record<number, ExitCounts>;
   /** Selected KVM statistics per vcpu (exits, pf_taken, insn_emulation, ...) and of the VM (pages_4k/2m/1g). */
   vcpuStats: Record<number, Record<string, number>>;
+  /** Selected VM-wide KVM statistics (KVM_GET_STATS_FD) at the end of the run: pages_4k, pages_2m and pages_1g, the number of guest pages KVM's page tables map at each size. */
   vmStats: Record<string, number>;
   /** Ports accessed, with counts (top 32), and those no device answered. */
   ports: { port: string; count: number }[];
+  /** Ports no device answered (hex strings) with their access counts, most accessed first, top 32. */
   unclaimedPorts: { port: string; count: number }[];
 }
 
