@@ -13,6 +13,7 @@ import { spinReadProgram, SpinReadReason } from '../guest/programs.js';
 import { check, checkEqual, expectKvmError, expectOutcome, SelftestFailure, show } from './assert.js';
 import { firstReason, needs, probeHost } from './host.js';
 import type { SelftestCase, SelftestContext, SelftestSuite } from './types.js';
+import { scaledTimeout } from '../time-scale.js';
 
 const P = 4096n;
 const MiB = 1n << 20n;
@@ -197,7 +198,8 @@ const V2 = V0 + 2n;
 const V3 = V0 + 3n;
 /** What the host answers to the guest's reads while the slot is gone. */
 const MMIO_VALUE = 0x4d4d_494f_4d4d_494fn;
-const STEP_TIMEOUT_MS = 10_000;
+/** Per step; scaled by NODE_KVM_TIMEOUT_SCALE on a slow (emulated, busy) machine. */
+const STEP_TIMEOUT_MS = scaledTimeout(10_000);
 
 function describeEvent(e: GuestEvent): string {
   if (e.kind === 'sync') return `sync ${e.args.map(show).join(' ')}`;
