@@ -24,3 +24,6 @@ export {
   type PreFaultRange, type PreFaultOptions, type PreFaultResult, type PreFaultLevels, type PreFaultEngineName, type PreFaultEngineChoice,
 } from './prefault/index.js';
 export { SoftMmu, type PageLevel, type SoftMmuLeaf, type SoftMmuStats } from './soft-mmu/index.js';
+export { convertMemory, answerMemoryFault, type ConvertMemoryOptions, type ConversionResult, type AnswerMemoryFaultOptions } from './conversion.js';
+export { launchPrivateGuest, measureLaunchPages, type LaunchPages, type LaunchMeasurement, type PrivateLaunchOptions, type PrivateLaunch } from './launch.js';
+export { timeoutScale, scaledTimeout, TIMEOUT_SCALE_ENV } from './time-scale.js';

@@ -17,6 +17,10 @@ import type { PreFaultOptions, PreFaultRange, PreFaultResult } from './prefault/
 
 const EINTR = 4;
 const EAGAIN = 11;
+const EFAULT = 14;
+const EHWPOISON = 133;
+/** KVM_EXIT_MEMORY_FAULT. */
+const KVM_EXIT_MEMORY_FAULT = 39;
 
 /** Partial special registers for setSregs(): segments may be partial too. */
 export type SregsUpdate = Partial<Omit<Sregs, 'cs' | 'ds' | 'es' | 'fs' | 'gs' | 'ss' | 'tr' | 'ldt'>> &
@@ -237,10 +241,17 @@ export class Vcpu extends Resource {
     this.assertOpen('KVM_RUN');
     if (this.#running) throw new KvmError(`Vcpu ${this.id} is already running`, { code: 'EBUSY', ioctl: 'KVM_RUN', args: { vcpu: this.id } });
     this.#running = true;
+    new DataView(this.#runBytes.buffer, this.#runBytes.byteOffset, 12).setUint32(8, 0, true);
   }
 
   #finishRun(errno: number): VcpuExit {
     if (errno === 0) return decodeExit(this.#runBytes);
+    // KVM_EXIT_MEMORY_FAULT comes with KVM_RUN failing (EFAULT, EHWPOISON): the
+    // exit is the answer, not an error. (Minimal decoding by helper "lab" until
+    // the exits branch lands; #beginRun clears exit_reason so it is never stale.)
+    if ((errno === EFAULT || errno === EHWPOISON) && new DataView(this.#runBytes.buffer, this.#runBytes.byteOffset, 12).getUint32(8, true) === KVM_EXIT_MEMORY_FAULT) {
+      return decodeExit(this.#runBytes);
+    }
     if (errno === EINTR || errno === EAGAIN) {
       this.#runBytes[1] = 0;
       return { reason: 'intr' };

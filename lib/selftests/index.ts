@@ -20,6 +20,8 @@ const SUITE_LOADERS: Readonly<Record<string, () => Promise<SuiteModule>>> = {
   demand_paging: () => import('./demand_paging.js'),
   pre_fault_memory: () => import('./pre_fault_memory.js'),
   map_memory: () => import('./map_memory.js'),
+  private_mem_kvm_exits: () => import('./private_mem_kvm_exits.js'),
+  private_mem_conversions: () => import('./private_mem_conversions.js'),
 };
 
 /** Names of the registered suites, in run order. */
