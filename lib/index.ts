@@ -58,3 +58,6 @@ export {
   type UserfaultSupport,
   type SharedMemoryOptions,
 } from './userfault.js';
+export { convertMemory, answerMemoryFault, type ConvertMemoryOptions, type ConversionResult, type AnswerMemoryFaultOptions } from './conversion.js';
+export { launchPrivateGuest, measureLaunchPages, type LaunchPages, type LaunchMeasurement, type PrivateLaunchOptions, type PrivateLaunch } from './launch.js';
+export { timeoutScale, scaledTimeout, TIMEOUT_SCALE_ENV } from './time-scale.js';

@@ -9,3 +9,4 @@ export * from './ucall.js';
 export * from './programs.js';
 export * from './guest.js';
 export * from './interrupts.js';
+export * from './mailbox.js';

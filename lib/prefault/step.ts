@@ -45,9 +45,28 @@ function hostRangesToPopulate(vm: Vm, gpa: bigint, size: bigint): { slot: Memory
     if (slot.readonly || !memory || memory.closed || !memory.hostAccessible) continue;
     const start = gpa > slot.guestPhysAddr ? gpa : slot.guestPhysAddr;
     const stop = end < slot.guestPhysAddr + slot.size ? end : slot.guestPhysAddr + slot.size;
-    if (stop > start) out.push({ slot, offset: slot.memoryOffset + (start - slot.guestPhysAddr), length: stop - start });
+    for (const [s, e] of sharedRuns(vm, slot, start, stop)) {
+      out.push({ slot, offset: slot.memoryOffset + (s - slot.guestPhysAddr), length: e - s });
+    }
   }
   return out;
+}
+
+/**
+ * The shared parts of [start, stop) in a slot: the kernel faults a private gpa of
+ * a guest_memfd slot from the guest_memfd, never from userspace_addr, so
+ * populating the host memory there would only waste it.
+ */
+function sharedRuns(vm: Vm, slot: MemorySlot, start: bigint, stop: bigint): [bigint, bigint][] {
+  if (!slot.guestMemfd) return stop > start ? [[start, stop]] : [];
+  const attrs = vm.attributeRanges;
+  const runs: [bigint, bigint][] = [];
+  for (let g = start; g < stop; ) {
+    const runEnd = attrs.runEnd(g, stop);
+    if (attrs.classify(g, runEnd) === 'shared') runs.push([g, runEnd]);
+    g = runEnd;
+  }
+  return runs;
 }
 
 /**

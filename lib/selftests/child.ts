@@ -9,6 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { Mm } from '../constants.js';
 import { addonPath } from '../native.js';
 import { SelftestFailure } from './assert.js';
+import { scaledTimeout } from '../time-scale.js';
 
 /** What the child should do. */
 export interface TouchInChildOptions {
@@ -71,7 +72,7 @@ export function touchInChild(options: TouchInChildOptions): ChildOutcome {
   const r = spawnSync('/bin/sh', ['-c', 'ulimit -c 0 2>/dev/null; exec "$@"', 'sh', process.execPath, '-e', CHILD_SCRIPT, ...args], {
     stdio: ['ignore', 'pipe', 'pipe', options.fd],
     encoding: 'utf8',
-    timeout: 30_000,
+    timeout: scaledTimeout(30_000),
   });
   if (r.error) throw new SelftestFailure(`could not run the child process: ${r.error.message}`);
   return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };

@@ -15,8 +15,8 @@ import type { SelftestContext, SelftestSuite } from './types.js';
 
 const TEST_GPA = 0xc0000000n;
 
-async function run(ctx: SelftestContext, type: VmType): Promise<void> {
-  using f = regionFixture(ctx.kvm, type, TEST_GPA);
+async function run(ctx: SelftestContext, type: VmType, isPrivate = false): Promise<void> {
+  using f = regionFixture(ctx.kvm, type, TEST_GPA, { private: isPrivate });
   const first = await f.vcpu.preFaultMemory({ gpa: TEST_GPA, size: SIZE_2M });
   checkEqual(first.bytesMapped, SIZE_2M, 'first 2 MiB mapped');
   ctx.log(`engine ${first.engine}: ${first.reason}`);
@@ -44,10 +44,8 @@ export const suite: SelftestSuite = {
     { name: 'sw-protected VM, shared memory', skip: needs.vmType('sw-protected'), run: (ctx) => run(ctx, 'sw-protected') },
     {
       name: 'sw-protected VM, private memory',
-      skip: () => firstReason(needs.vmType('sw-protected'), needs.privateMemory),
-      run: () => {
-        throw new Error('private mapping needs a sw-protected VM with private memory attributes');
-      },
+      skip: () => firstReason(needs.vmType('sw-protected'), needs.privateMemory, needs.guestMemfd),
+      run: (ctx) => run(ctx, 'sw-protected', true),
     },
   ],
 };

@@ -8,6 +8,7 @@ import { PreFaultError, type PreFaultResult } from '../prefault/index.js';
 import type { Vcpu } from '../vcpu.js';
 import type { Vm } from '../vm.js';
 import type { VmType } from '../constants.js';
+import type { GuestMemfd } from '../guest-memfd.js';
 import { check, checkEqual } from './assert.js';
 
 /** 4 KiB. */
@@ -25,22 +26,42 @@ export interface RegionFixture extends Disposable {
   guest: Guest;
   vcpu: Vcpu;
   gpa: bigint;
+  /** The guest_memfd bound to slot 10 (private fixtures only). */
+  guestMemfd: GuestMemfd | undefined;
   /** Re-creates slot 10 exactly as it was. */
   recreateSlot(): void;
 }
 
+/** Options of regionFixture(). */
+export interface RegionFixtureOptions {
+  /**
+   * Upstream's private configuration: slot 10 is bound to a guest_memfd
+   * (KVM_MEM_GUEST_MEMFD, anonymous memory for its shared side) and the whole
+   * region is set private with KVM_SET_MEMORY_ATTRIBUTES, so the kernel faults
+   * it from the guest_memfd. Needs a VM type with private memory (sw-protected).
+   */
+  private?: boolean;
+}
+
 /** Builds the fixture at `gpa` (2 MiB aligned, identity-mapped by the guest). */
-export function regionFixture(kvm: Kvm, type: VmType, gpa: bigint): RegionFixture {
+export function regionFixture(kvm: Kvm, type: VmType, gpa: bigint, options: RegionFixtureOptions = {}): RegionFixture {
   const vm = kvm.createVm({ type });
   try {
     const memory = vm.allocateMemory(2n * SIZE_2M);
+    const guestMemfd = options.private ? vm.createGuestMemfd({ size: 2n * SIZE_2M }) : undefined;
     const recreateSlot = (): void => {
-      vm.setMemoryRegion({ slot: TEST_SLOT, guestPhysAddr: gpa, size: TEST_SIZE, memory });
+      vm.setMemoryRegion({ slot: TEST_SLOT, guestPhysAddr: gpa, size: TEST_SIZE, memory, ...(guestMemfd ? { guestMemfd, guestMemfdOffset: 0n } : {}) });
     };
     recreateSlot();
+    if (guestMemfd) {
+      // Attributes belong to the VM's gpa space, not to the slot: they survive
+      // the slot's deletion and re-creation in the racing calls.
+      vm.setMemoryAttributes({ guestPhysAddr: gpa, size: TEST_SIZE, private: true });
+      checkEqual(vm.memoryAttributesOf(gpa, TEST_SIZE), 'private', 'attributes of the test region after KVM_SET_MEMORY_ATTRIBUTES');
+    }
     const program = touchPagesProgram({ startGva: gpa, pages: TEST_SIZE / PAGE, write: false, ucall: true });
     const guest = Guest.create(vm, { program, map: [{ gpa: 0n, size: 4n << 30n, pageSize: '2m' }, ...(gpa >= 4n << 30n ? [{ gpa, size: 2n * SIZE_2M, pageSize: '2m' as const }] : [])] });
-    return { vm, guest, vcpu: guest.vcpu, gpa, recreateSlot, [Symbol.dispose]: () => vm.close() };
+    return { vm, guest, vcpu: guest.vcpu, gpa, guestMemfd, recreateSlot, [Symbol.dispose]: () => vm.close() };
   } catch (e) {
     vm.close();
     throw e;

@@ -16,6 +16,7 @@ import { check, checkEqual, expectKvmError, expectOutcome, SelftestFailure, show
 import { firstReason, needs, probeHost } from './host.js';
 import type { SelftestCase, SelftestContext, SelftestSuite } from './types.js';
 import { inUseCases } from './memslot-in-use.js';
+import { scaledTimeout } from '../time-scale.js';
 
 const P = 4096n;
 const MiB = 1n << 20n;
@@ -200,7 +201,8 @@ const V2 = V0 + 2n;
 const V3 = V0 + 3n;
 /** What the host answers to the guest's reads while the slot is gone. */
 const MMIO_VALUE = 0x4d4d_494f_4d4d_494fn;
-const STEP_TIMEOUT_MS = 10_000;
+/** Per step; scaled by NODE_KVM_TIMEOUT_SCALE on a slow (emulated, busy) machine. */
+const STEP_TIMEOUT_MS = scaledTimeout(10_000);
 
 function describeEvent(e: GuestEvent): string {
   if (e.kind === 'sync') return `sync ${e.args.map(show).join(' ')}`;

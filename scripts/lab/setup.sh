@@ -6,7 +6,8 @@
 # checks them and touches neither apt nor the network.
 #
 #   LAB_KERNEL=6.18            kernel series (default 6.18): 6.12 comes from trixie,
-#                              any other series (6.19, 7.3, ...) from trixie-backports
+#                              any other series (6.19, 7.3, ...) from trixie-backports;
+#                              sw-protected builds one from source (build-kernel.sh)
 #   LAB_REFRESH=1              look for a newer kernel of the series even if one is cached
 #   LAB_MIRROR=URI             Debian mirror to use instead of the one apt is set up with
 #   LAB_SUITE=NAME             suite to take the kernel from (default: see below)
@@ -325,16 +326,15 @@ fetch_kernel() {
 # ------------------------------------------------------------ the initramfs
 
 build_initramfs() {
-  local busybox=/bin/busybox stamp tmp m
+  local busybox=/bin/busybox stamp tmp m img
   [[ -x $busybox ]] || lab_die "$busybox is missing (package busybox-static)"
   command -v cpio >/dev/null || lab_die "cpio is missing (package cpio)"
 
-  # Rebuilt when the init script, the module set or busybox changes.
-  stamp=$(cat -- "$LAB_DIR/init.sh" "$LAB_KDIR/modules/order" "$busybox" | sha256sum | cut -d' ' -f1)
-  if [[ -s $LAB_KDIR/initramfs.img && -s $LAB_KDIR/initramfs.stamp &&
-    $(<"$LAB_KDIR/initramfs.stamp") == "$stamp" ]]; then
-    return 0
-  fi
+  # Named after a hash of the init script, the module set and busybox, so checkouts
+  # with different init scripts can share one cache: each finds its own initramfs.
+  stamp=$(lab_initramfs_stamp)
+  img=$LAB_KDIR/initramfs-$stamp.img
+  [[ -s $img ]] && return 0
 
   tmp=$LAB_CACHE/tmp/initramfs-$LAB_KERNEL
   rm -rf -- "$tmp"
@@ -353,21 +353,28 @@ build_initramfs() {
   fi
 
   (cd "$tmp" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) |
-    gzip -6n >"$LAB_KDIR/initramfs.img.new" ||
+    gzip -6n >"$img.new" ||
     lab_die "building the initramfs failed"
-  mv -- "$LAB_KDIR/initramfs.img.new" "$LAB_KDIR/initramfs.img"
-  printf '%s\n' "$stamp" >"$LAB_KDIR/initramfs.stamp"
+  mv -- "$img.new" "$img"
   rm -rf -- "$tmp"
-  lab_say "initramfs built ($(du -h "$LAB_KDIR/initramfs.img" | cut -f1))"
+  # Keep the four newest (about 1-2 MB each); older checkouts rebuild theirs.
+  # shellcheck disable=SC2012  # our own names
+  ls -1t -- "$LAB_KDIR"/initramfs-*.img 2>/dev/null | tail -n +5 | xargs -r rm -f --
+  rm -f -- "$LAB_KDIR/initramfs.img" "$LAB_KDIR/initramfs.stamp"
+  lab_say "initramfs built ($(du -h "$img" | cut -f1))"
 }
 
 # ------------------------------------------------------------------- main
 
 # Scratch folders of this kernel series go whether the run succeeds or not.
 cleanup_tmp() {
-  rm -rf -- "$LAB_CACHE/tmp/extract-$LAB_KERNEL" "$LAB_CACHE/tmp/initramfs-$LAB_KERNEL"
+  rm -rf -- "$LAB_CACHE/tmp/extract-$LAB_KERNEL" "$LAB_CACHE/tmp/initramfs-$LAB_KERNEL" \
+    "$LAB_CACHE/tmp/build-$LAB_KERNEL"
   rmdir -- "$LAB_CACHE/tmp" 2>/dev/null || true
 }
+
+# shellcheck source=build-kernel.sh
+. "$LAB_DIR/build-kernel.sh"
 
 main() {
   trap cleanup_tmp EXIT
@@ -376,6 +383,20 @@ main() {
     lab_die "qemu-system-x86_64 not found even though qemu-system-x86 is installed"
 
   mkdir -p "$LAB_CACHE"
+  # Several checkouts (and CI) may share the cache: one setup per kernel at a time.
+  exec 9>"$LAB_CACHE/setup-$LAB_KERNEL.lock"
+  if ! flock -n 9; then
+    lab_say "another setup of LAB_KERNEL=$LAB_KERNEL is running; waiting for it"
+    flock 9
+  fi
+  if lab_kernel_is_built; then
+    if [[ ${LAB_REFRESH:-0} == 1 ]] || ! built_kernel_is_current; then
+      build_kernel
+    fi
+    build_initramfs
+    lab_say "ready: kernel $(<"$LAB_KDIR/release") ($(<"$LAB_KDIR/package")) in $LAB_KDIR (LAB_KERNEL=$LAB_KERNEL)"
+    return 0
+  fi
   # A cached kernel whose module set differs from WANTED_MODULES is unpacked again.
   if [[ -e $LAB_KDIR && ! ( -s $LAB_KDIR/wanted && $(<"$LAB_KDIR/wanted") == "${WANTED_MODULES[*]}" ) ]]; then
     rm -f -- "$LAB_KDIR/package" "$LAB_KDIR/modules/order"

@@ -1,6 +1,7 @@
 import { expect, it } from 'vitest';
 import { Kvm, MemFlag, type Vm } from '../../lib/index.js';
 import { native } from '../../lib/native.js';
+import { scaledTimeout } from '../../lib/time-scale.js';
 import { describeGuestMemfd, describeKvm, E, expectKvmError, guestMemfdUnavailable } from '../support/kvm.js';
 
 const PAGE = 4096n;
@@ -111,7 +112,7 @@ describeKvm('memslots: basics', () => {
       expect(vm.memorySlots().length).toBe(n);
       expectKvmError(() => vm.setMemoryRegion({ slot: n, guestPhysAddr: BigInt(n) * slotSize, size: slotSize, userspaceAddr: mem.address }), 'EINVAL');
       expect(rawRegion(vm, 2, n, 0, BigInt(n) * slotSize, slotSize, mem.address)).toBe(E.EINVAL);
-    }), 120_000);
+    }), scaledTimeout(120_000));
 
   it('throws ECLOSED once the VM is closed', () => {
     const kvm = Kvm.open();

@@ -8,6 +8,13 @@ import { describe, expect, it } from 'vitest';
 import { main, type CliIo } from '../../lib/cli/main.js';
 import { loadSuites, runCase, skipReason } from '../../lib/selftests/index.js';
 import { parseTap } from './tap-parse.js';
+import { scaledTimeout } from '../../lib/time-scale.js';
+
+/**
+ * The CLI runs every case again (about 70 s in the lab on an idle machine): its own
+ * limit, scaled like every other by NODE_KVM_TIMEOUT_SCALE.
+ */
+const CLI_TIMEOUT_MS = scaledTimeout(600_000);
 
 const suites = await loadSuites();
 
@@ -64,5 +71,5 @@ describe('node-kvm selftest (CLI, in-process)', () => {
     const failed = tap.points.filter((p) => !p.ok && p.todo === undefined);
     expect(code).toBe(failed.length ? 1 : 0);
     for (const p of failed) expect(p.yaml?.some((l) => l.startsWith('message: '))).toBe(true);
-  });
+  }, CLI_TIMEOUT_MS);
 });
