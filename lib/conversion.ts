@@ -29,7 +29,9 @@ import type { Vm } from './vm.js';
 
 /** Options of convertMemory(). */
 export interface ConvertMemoryOptions {
+  /** First guest-physical address of the range (page aligned). */
   guestPhysAddr: U64Like;
+  /** Size of the range in bytes (a page multiple, not 0). */
   size: U64Like;
   /** true: make the range private; false: shared. */
   private: boolean;
@@ -44,9 +46,13 @@ export interface ConvertMemoryOptions {
 
 /** What convertMemory() did, piece by piece (one piece per memslot the range touches). */
 export interface ConversionResult {
+  /** First guest-physical address converted. */
   guestPhysAddr: bigint;
+  /** Bytes converted. */
   size: bigint;
+  /** The attribute the range now has: true private, false shared. */
   private: boolean;
+  /** One entry per memslot the range touched: what happened to its guest_memfd and shared pages. */
   pieces: { slot: number; guestPhysAddr: bigint; size: bigint; guestMemfd: 'punched' | 'allocated' | 'untouched' | 'none'; sharedDiscarded: boolean }[];
 }
 

@@ -32,12 +32,15 @@ import type { Vm } from './vm.js';
 
 /** One initial page run: `data` (a whole number of pages) goes to `guestPhysAddr`. */
 export interface LaunchPages {
+  /** Guest-physical address of the first page (page aligned). */
   guestPhysAddr: U64Like;
+  /** The initial contents: a whole number of 4 KiB pages. */
   data: Uint8Array;
 }
 
 /** The launch measurement. */
 export interface LaunchMeasurement {
+  /** The hash chained over the pages (SHA-384, as SNP's launch digest). */
   algorithm: 'sha384';
   /** Hex digest after the last page. */
   digest: string;
@@ -100,8 +103,11 @@ export interface PrivateLaunchOptions {
 
 /** What launchPrivateGuest() did. */
 export interface PrivateLaunch {
+  /** The launch digest over the populated pages, in order. */
   measurement: LaunchMeasurement;
+  /** The shared-to-private conversions made, one per page run. */
   conversions: ConversionResult[];
+  /** The pre-faults of the private ranges, one per page run. */
   preFaults: PreFaultResult[];
   /** Bytes copied into private memory by the loader. */
   bytesLoaded: bigint;

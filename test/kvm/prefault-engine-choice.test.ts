@@ -16,7 +16,7 @@ async function autoOnFreshVm(kvm: Kvm) {
   const memory = vm.allocateMemory(2n << 20n);
   vm.setMemoryRegion({ slot: 1, guestPhysAddr: GPA, memory });
   const vcpu = vm.createVcpu(0);
-  return vcpu.preFaultMemory({ gpa: GPA, size: 2n * PAGE });
+  return await vcpu.preFaultMemory({ gpa: GPA, size: 2n * PAGE });
 }
 
 describeKvm('pre-fault engine decision per host', () => {

@@ -123,7 +123,7 @@ describe('doc coverage', () => {
     expect(all.find((n) => n.name === 'Kvm')?.documented).toBe(true);
     expect(all.some((n) => n.name === 'Vm.createVcpu')).toBe(true);
     expect(all.some((n) => n.name.startsWith('guest.Asm.'))).toBe(true);
-    expect(all.some((n) => n.name === 'Vm.preFaultEngine' || n.name === 'Vcpu.trackStep')).toBe(false);
+    expect(all.some((n) => n.name === 'Vm.rememberPreFaultEngine' || n.name === 'Vcpu.trackStep')).toBe(false);
   }, 120_000);
 
   it('finds undocumented exports and members (the check can fail)', () => {
