@@ -1,10 +1,12 @@
 /**
- * Vcpu: one virtual CPU. Registers, CPUID, KVM_RUN (sync and on a worker
- * thread), kick, binary stats. Pre-faulting lives in prefault/ and is
- * attached here as preFaultMemory()/preFaultMemorySync().
+ * Vcpu: one virtual CPU. Registers, CPUID, KVM_RUN (sync, or on the vcpu's
+ * own native thread), kick, binary stats, and a handle to run it in a
+ * worker_thread. Pre-faulting lives in prefault/ and is attached here as
+ * preFaultMemory()/preFaultMemorySync().
  */
+import { isMainThread } from 'node:worker_threads';
 import { encodeCpuid, type CpuidEntry } from './cpuid.js';
-import { callNative, errnoError, invalidArgument, KvmError } from './errors.js';
+import { callNative, closedError, errnoError, invalidArgument, KvmError, toKvmError, type ErrorArgs } from './errors.js';
 import { decodeExit, type VcpuExit } from './exit.js';
 import { Mm } from './constants.js';
 import { native, type NativeMapping } from './native.js';
@@ -17,6 +19,42 @@ import type { PreFaultOptions, PreFaultRange, PreFaultResult } from './prefault/
 
 const EINTR = 4;
 const EAGAIN = 11;
+const EBUSY = 16;
+/** The addon's answer once the owning Vcpu of a worker's vcpu was closed. */
+const ESHUTDOWN = 108;
+/** Ioctls the addon registers as long (kicked, exclusive): never inside vcpuExclusive. */
+const LONG_IOCTLS = new Set(['KVM_RUN', 'KVM_PRE_FAULT_MEMORY']);
+
+// When the main thread exits (process.exit(), an uncaught exception, the end
+// of the program), no vcpu may re-enter KVM_RUN and every one in it is kicked:
+// Node then joins its worker threads, which must be able to leave their runs.
+if (isMainThread) process.once('exit', () => native.processExiting());
+
+/**
+ * A structured-cloneable token that lets a worker_thread run a Vcpu the main
+ * thread created: post it to the worker and call Vcpu.fromWorkerHandle() there.
+ * It holds a duplicate of the vcpu fd, adopted once; the owner's close() closes
+ * it if no worker adopted it yet. Valid only inside the process that made it.
+ */
+export interface VcpuWorkerHandle {
+  readonly kind: 'node-kvm:vcpu';
+  /** The vcpu id. */
+  readonly id: number;
+  /** The process-wide key naming the vcpu (kicks, busy state). */
+  readonly key: number;
+  /** The duplicate vcpu fd the worker adopts. */
+  readonly fd: number;
+  /** Size of the kvm_run mapping. */
+  readonly mmapSize: number;
+  /** The process the handle belongs to. */
+  readonly pid: number;
+}
+
+/** Resources a Vcpu owns, outside the object so its release never captures it. */
+interface Owned {
+  statsFd: number;
+  thread: object | undefined;
+}
 
 /** Partial special registers for setSregs(): segments may be partial too. */
 export type SregsUpdate = Partial<Omit<Sregs, 'cs' | 'ds' | 'es' | 'fs' | 'gs' | 'ss' | 'tr' | 'ldt'>> &
@@ -29,40 +67,134 @@ export type RegsUpdate = Partial<Record<keyof Regs, bigint | number>>;
 export class Vcpu extends Resource {
   /** The vcpu id given to KVM_CREATE_VCPU. */
   readonly id: number;
-  /** The VM it belongs to. */
-  readonly vm: Vm;
+  readonly #vm: Vm | undefined;
   readonly #fd: number;
+  readonly #key: number;
+  readonly #mmapSize: number;
+  readonly #run: NativeMapping;
+  /** The library's own view of kvm_run: never handed out, so never transferred away. */
   readonly #runBytes: Uint8Array;
-  readonly #owned: { statsFd: number };
+  /** The view given to users (runState, exit data); replaced if they transfer its buffer. */
+  #userRunBytes: Uint8Array;
+  readonly #owned: Owned;
   #stats: StatsReader | undefined;
   #running = false;
 
-  /** @internal Use Vm.createVcpu(); takes ownership of fd and the kvm_run mapping. */
-  constructor(vm: Vm, id: number, fd: number, run: NativeMapping) {
-    const owned = { statsFd: -1 };
+  /**
+   * @internal Use Vm.createVcpu() or Vcpu.fromWorkerHandle(); takes ownership
+   * of fd, the kvm_run mapping and one reference to the key.
+   */
+  constructor(vm: Vm | undefined, id: number, fd: number, run: NativeMapping, key: number, owner: boolean, mmapSize: number) {
+    const owned: Owned = { statsFd: -1, thread: undefined };
     super(`Vcpu ${id}`, () => {
+      if (owned.thread) native.endThread(owned.thread);
       run.unmap();
       if (owned.statsFd >= 0) native.close(owned.statsFd);
       native.close(fd);
+      native.vcpuRelease(key, owner);
     });
-    this.vm = vm;
+    this.#vm = vm;
     this.id = id;
     this.#fd = fd;
-    this.#runBytes = new Uint8Array(run.buffer());
+    this.#key = key;
+    this.#mmapSize = mmapSize;
+    this.#run = run;
+    this.#runBytes = new Uint8Array(run.buffer(0n, run.length));
+    this.#userRunBytes = new Uint8Array(run.buffer());
     this.#owned = owned;
   }
 
   /** Maps kvm_run for a new vcpu fd and wraps both; closes the fd on failure. */
   static wrap(vm: Vm, id: number, fd: number, mmapSize: number): Vcpu {
+    let key = 0;
     try {
-      const run = callNative('mmap', { what: 'kvm_run', vcpu: id }, () =>
-        new native.Mapping(fd, BigInt(mmapSize), Mm.PROT_READ | Mm.PROT_WRITE, Mm.MAP_SHARED, 0n, 4096n),
-      );
-      return new Vcpu(vm, id, fd, run);
+      key = native.vcpuKey();
+      const run = mapRun(fd, id, mmapSize);
+      return new Vcpu(vm, id, fd, run, key, true, mmapSize);
     } catch (e) {
       native.close(fd);
+      if (key) native.vcpuRelease(key, true);
       throw e;
     }
+  }
+
+  /**
+   * A token for running this vcpu in a worker_thread: post it (postMessage or
+   * workerData) and call {@link Vcpu.fromWorkerHandle} in the worker, which
+   * then has a full Vcpu (run, runAsync, registers, kick, stats). This Vcpu
+   * stays the owner: its kick() stops a guest running in the worker, and its
+   * close() (or the Vm's) kicks it and makes every later call on the
+   * worker's Vcpu fail with ECLOSED. Only one thread runs the vcpu at a time
+   * (EBUSY otherwise), and an ioctl while another thread runs it is EBUSY.
+   * Each handle is adopted at most once.
+   */
+  workerHandle(): VcpuWorkerHandle {
+    this.assertOpen('workerHandle');
+    const fd = callNative('workerHandle', { vcpu: this.id }, () => native.vcpuDupForHandle(this.#key, this.#fd));
+    return { kind: 'node-kvm:vcpu', id: this.id, key: this.#key, fd, mmapSize: this.#mmapSize, pid: process.pid };
+  }
+
+  /**
+   * The Vcpu a {@link Vcpu.workerHandle} names, in this thread (normally a
+   * worker). It owns the handle's fd and its own kvm_run mapping; close it
+   * when done. It has no `vm` (the Vm lives on the owner's thread), so
+   * pre-faulting is not available on it.
+   */
+  static fromWorkerHandle(handle: VcpuWorkerHandle): Vcpu {
+    const op = 'fromWorkerHandle';
+    if (typeof handle !== 'object' || handle === null) throw invalidArgument(op, 'handle must come from vcpu.workerHandle()');
+    const { kind, id, key, fd, mmapSize, pid } = handle;
+    if (kind !== 'node-kvm:vcpu') throw invalidArgument(op, 'handle must come from vcpu.workerHandle()', { kind: String(kind) });
+    for (const [name, v] of [['id', id], ['key', key], ['fd', fd], ['mmapSize', mmapSize]] as const) {
+      if (!Number.isSafeInteger(v) || (v as number) < 0) throw invalidArgument(op, `handle.${name} must be a non-negative integer`);
+    }
+    if (pid !== process.pid) throw invalidArgument(op, 'the handle belongs to another process', { pid });
+    try {
+      native.vcpuAdopt(key, fd);
+    } catch (e) {
+      const err = toVcpuError(e, op, { vcpu: id });
+      throw err;
+    }
+    try {
+      return new Vcpu(undefined, id, fd, mapRun(fd, id, mmapSize), key, false, mmapSize);
+    } catch (e) {
+      native.close(fd);
+      native.vcpuRelease(key, false);
+      throw e;
+    }
+  }
+
+  /** The VM it belongs to (not available on a Vcpu adopted from a worker handle). */
+  get vm(): Vm {
+    if (!this.#vm) {
+      throw new KvmError(`Vcpu ${this.id} was adopted from a worker handle: its Vm lives on the owner's thread`, {
+        code: 'EOPNOTSUPP',
+        args: { vcpu: this.id },
+      });
+    }
+    return this.#vm;
+  }
+
+  /**
+   * @internal Issues one vcpu ioctl: asserts open, answers KvmError 'EBUSY'
+   * at once while this vcpu is in KVM_RUN (here or on any thread) instead of
+   * waiting on the kernel's vcpu mutex, and converts failures to KvmError.
+   */
+  ioctl<T>(op: string, args: ErrorArgs, fn: (fd: number) => T): T {
+    this.assertOpen(op);
+    if (this.#running) throw busyError(op, this.id);
+    const fd = this.#fd;
+    const call = LONG_IOCTLS.has(op) ? () => fn(fd) : () => native.vcpuExclusive(this.#key, () => fn(fd));
+    try {
+      return call();
+    } catch (e) {
+      throw toVcpuError(e, op, args, this.id);
+    }
+  }
+
+  /** @internal The process-wide key of this vcpu, for the addon's long ioctls. */
+  get key(): number {
+    return this.#key;
   }
 
   /** The vcpu fd; throws ECLOSED after close(). */
@@ -71,10 +203,14 @@ export class Vcpu extends Resource {
     return this.#fd;
   }
 
-  /** The raw kvm_run page (zero-copy; valid until close). */
+  /**
+   * The raw kvm_run page (zero-copy; valid until close). Moving its buffer
+   * away (ArrayBuffer.prototype.transfer()) does not disturb runs or kicks:
+   * the library keeps a view of its own, and the next runState is a new view.
+   */
   get runState(): Uint8Array {
     this.assertOpen('kvm_run');
-    return this.#runBytes;
+    return this.#userRun();
   }
 
   /** Whether a run() or runAsync() is in progress. */
@@ -86,13 +222,13 @@ export class Vcpu extends Resource {
   setCpuid(entries: readonly CpuidEntry[]): void {
     this.assertOpen('KVM_SET_CPUID2');
     if (!Array.isArray(entries)) throw invalidArgument('KVM_SET_CPUID2', 'entries must be an array of CpuidEntry');
-    callNative('KVM_SET_CPUID2', { entries: entries.length }, () => native.setCpuid2(this.#fd, encodeCpuid(entries)));
+    const bytes = callNative('KVM_SET_CPUID2', { entries: entries.length }, () => encodeCpuid(entries));
+    this.ioctl('KVM_SET_CPUID2', { entries: entries.length }, (fd) => native.setCpuid2(fd, bytes));
   }
 
   /** KVM_GET_REGS. */
   getRegs(): Regs {
-    this.assertOpen('KVM_GET_REGS');
-    return decodeRegs(callNative('KVM_GET_REGS', {}, () => native.getRegs(this.#fd)));
+    return decodeRegs(this.ioctl('KVM_GET_REGS', {}, (fd) => native.getRegs(fd)));
   }
 
   /** KVM_SET_REGS; fields not given keep their current values. */
@@ -106,13 +242,13 @@ export class Vcpu extends Resource {
       if (typeof value === 'number' && !Number.isSafeInteger(value)) throw invalidArgument('KVM_SET_REGS', `${name} must be an integer`);
       regs[name as keyof Regs] = BigInt.asUintN(64, BigInt(value));
     }
-    callNative('KVM_SET_REGS', {}, () => native.setRegs(this.#fd, encodeRegs(regs)));
+    const bytes = callNative('KVM_SET_REGS', {}, () => encodeRegs(regs));
+    this.ioctl('KVM_SET_REGS', {}, (fd) => native.setRegs(fd, bytes));
   }
 
   /** KVM_GET_SREGS. */
   getSregs(): Sregs {
-    this.assertOpen('KVM_GET_SREGS');
-    return decodeSregs(callNative('KVM_GET_SREGS', {}, () => native.getSregs(this.#fd)));
+    return decodeSregs(this.ioctl('KVM_GET_SREGS', {}, (fd) => native.getSregs(fd)));
   }
 
   /** KVM_SET_SREGS; fields (and segment fields) not given keep their current values. */
@@ -133,23 +269,30 @@ export class Vcpu extends Resource {
         throw invalidArgument('KVM_SET_SREGS', `${name} has the wrong type`);
       }
     }
-    callNative('KVM_SET_SREGS', {}, () => native.setSregs(this.#fd, encodeSregs(sregs as unknown as Sregs)));
+    const bytes = callNative('KVM_SET_SREGS', {}, () => encodeSregs(sregs as unknown as Sregs));
+    this.ioctl('KVM_SET_SREGS', {}, (fd) => native.setSregs(fd, bytes));
   }
 
   /**
    * KVM_RUN on the calling thread (blocks it until the guest exits). A signal
-   * or kick() gives `{ reason: 'intr' }`; other failures throw KvmError.
+   * or kick() gives `{ reason: 'intr' }`; other failures throw KvmError
+   * (EBUSY while another thread runs this vcpu). In a worker_thread the run
+   * still ends when the worker is terminated or the process exits.
    */
   run(): VcpuExit {
     this.#beginRun();
     try {
-      return this.#finishRun(native.run(this.#fd));
+      return this.#finishRun(native.run(this.#fd, this.#key));
     } finally {
       this.#running = false;
     }
   }
 
-  /** KVM_RUN on a worker thread: the event loop keeps running. */
+  /**
+   * KVM_RUN on this vcpu's own native thread (created on first use, ended by
+   * close()): the event loop keeps running and libuv's thread pool is never
+   * used, so any number of vcpus can run at once.
+   */
   runAsync(): Promise<VcpuExit> {
     try {
       this.#beginRun();
@@ -157,9 +300,16 @@ export class Vcpu extends Resource {
       // ECLOSED / EBUSY: a promise-returning call reports failure as a rejection.
       return Promise.reject(e);
     }
+    let thread: object;
+    try {
+      thread = this.#owned.thread ??= callNative('KVM_RUN', { vcpu: this.id }, () => native.runThread());
+    } catch (e) {
+      this.#running = false;
+      return Promise.reject(e);
+    }
     return this.track('KVM_RUN', async () => {
       try {
-        return this.#finishRun(await native.runAsync(this.#fd));
+        return this.#finishRun(await native.runOn(thread, this.#fd, this.#key));
       } finally {
         this.#running = false;
       }
@@ -174,12 +324,12 @@ export class Vcpu extends Resource {
   kick(): void {
     this.assertOpen('kick');
     this.#runBytes[1] = 1;
-    native.interrupt(this.#fd);
+    native.interrupt(this.#fd, this.#key);
   }
 
   /** @internal Signals the thread blocked in a vcpu ioctl (pre-fault abort). */
   interruptIoctl(): boolean {
-    return this.closed ? false : native.interrupt(this.#fd);
+    return this.closed ? false : native.interrupt(this.#fd, this.#key);
   }
 
   /**
@@ -218,16 +368,23 @@ export class Vcpu extends Resource {
   }
 
   protected override onClose(): void {
-    if (this.#running) {
+    // Also reaches a thread running this vcpu through a worker handle.
+    if (this.#running || this.#vm) {
       this.#runBytes[1] = 1;
-      native.interrupt(this.#fd);
+      native.interrupt(this.#fd, this.#key);
     }
+  }
+
+  #userRun(): Uint8Array {
+    // A transferred buffer leaves this view detached (length 0): give a new one.
+    if (this.#userRunBytes.byteLength === 0) this.#userRunBytes = new Uint8Array(this.#run.buffer(0n, this.#run.length));
+    return this.#userRunBytes;
   }
 
   #statsReader(): StatsReader {
     this.assertOpen('KVM_GET_STATS_FD');
     if (!this.#stats) {
-      this.#owned.statsFd = callNative('KVM_GET_STATS_FD', { vcpu: this.id }, () => native.getStatsFd(this.#fd));
+      this.#owned.statsFd = this.ioctl('KVM_GET_STATS_FD', { vcpu: this.id }, (fd) => native.getStatsFd(fd));
       this.#stats = new StatsReader(this.#owned.statsFd);
     }
     return this.#stats;
@@ -240,11 +397,36 @@ export class Vcpu extends Resource {
   }
 
   #finishRun(errno: number): VcpuExit {
-    if (errno === 0) return decodeExit(this.#runBytes);
+    if (errno === 0) return decodeExit(this.#userRun());
     if (errno === EINTR || errno === EAGAIN) {
       this.#runBytes[1] = 0;
       return { reason: 'intr' };
     }
+    if (errno === EBUSY) throw busyError('KVM_RUN', this.id);
+    if (errno === ESHUTDOWN) throw closedError(`Vcpu ${this.id}`, 'KVM_RUN');
     throw errnoError(errno, 'KVM_RUN', { vcpu: this.id });
   }
+}
+
+function mapRun(fd: number, id: number, mmapSize: number): NativeMapping {
+  return callNative('mmap', { what: 'kvm_run', vcpu: id }, () =>
+    new native.Mapping(fd, BigInt(mmapSize), Mm.PROT_READ | Mm.PROT_WRITE, Mm.MAP_SHARED, 0n, 4096n),
+  );
+}
+
+function busyError(op: string, vcpu: number): KvmError {
+  return new KvmError(`Vcpu ${vcpu} is running (${op}): kick it, or wait for its run to return`, {
+    code: 'EBUSY',
+    ioctl: op.startsWith('KVM_') ? op : undefined,
+    syscall: op.startsWith('KVM_') ? 'ioctl' : 'none',
+    args: { vcpu },
+  });
+}
+
+/** The addon's EBUSY/owner-closed answers as KvmError; everything else as callNative does. */
+function toVcpuError(e: unknown, op: string, args: ErrorArgs, vcpu = args.vcpu as number): KvmError {
+  const errno = (e as { errno?: unknown } | null)?.errno;
+  if (errno === EBUSY && (e as { op?: unknown }).op === '') return busyError(op, vcpu);
+  if (errno === ESHUTDOWN) return closedError(`Vcpu ${vcpu}`, op);
+  return toKvmError(e, op, args);
 }
