@@ -81,8 +81,8 @@ export interface NativeAddon {
   vcpuDupForHandle(key: number, vcpuFd: number): number;
   /** Takes a handle's fd over (once). */
   vcpuAdopt(key: number, vcpuFd: number): void;
-  /** Runs one short vcpu ioctl in fn unless the vcpu is in a long one (errno EBUSY, op ''). */
-  vcpuExclusive<T>(key: number, fn: () => T): T;
+  /** Runs one short vcpu ioctl in fn unless the vcpu (by key, or fd) is in a long one (errno EBUSY, op ''). */
+  vcpuExclusive<T>(key: number, fn: () => T, vcpuFd?: number): T;
   /** The main thread is exiting: kick every vcpu, let none enter KVM_RUN again. */
   processExiting(): void;
   /** A dedicated native thread for KVM_RUN (runAsync). */

@@ -184,7 +184,7 @@ export class Vcpu extends Resource {
     this.assertOpen(op);
     if (this.#running) throw busyError(op, this.id);
     const fd = this.#fd;
-    const call = LONG_IOCTLS.has(op) ? () => fn(fd) : () => native.vcpuExclusive(this.#key, () => fn(fd));
+    const call = LONG_IOCTLS.has(op) ? () => fn(fd) : () => native.vcpuExclusive(this.#key, () => fn(fd), fd);
     try {
       return call();
     } catch (e) {

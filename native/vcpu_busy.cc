@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <set>
+#include <system_error>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -72,6 +73,9 @@ void InstallKickHandler() {
 }
 
 void WatchdogLoop() {
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, nullptr);  // process signals belong to Node's main thread
   Globals& g = G();
   std::unique_lock<std::mutex> lock(g.mu);
   for (;;) {
@@ -97,9 +101,11 @@ int KickLocked(uint64_t key, int fd) {
   return n;
 }
 
+// Whether a long ioctl is in progress on this vcpu: by key, or by fd for raw
+// callers (an fd in an ioctl cannot name another vcpu meanwhile).
 bool LongBusyLocked(uint64_t key, int fd) {
   for (Entry* e : G().entries) {
-    if ((key != 0 && e->key == key) || (key == 0 && e->fd == fd)) return true;
+    if ((key != 0 && e->key == key) || (fd >= 0 && e->fd == fd)) return true;
   }
   return false;
 }
@@ -169,10 +175,11 @@ Napi::Value VcpuAdopt(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// vcpuExclusive(key, fn): runs fn (one short vcpu ioctl) unless a long ioctl
-// is in progress on the vcpu (EBUSY at once) or its owner closed it.
+// vcpuExclusive(key, fn[, fd]): runs fn (one short vcpu ioctl) unless a long
+// ioctl is in progress on the vcpu (EBUSY at once) or its owner closed it.
 Napi::Value VcpuExclusive(const Napi::CallbackInfo& info) {
   uint64_t key = ArgKey(info, 0);
+  int fd = info.Length() > 2 && !info[2].IsUndefined() ? ArgInt32(info, 2, "vcpuFd") : -1;
   if (info.Length() < 2 || !info[1].IsFunction()) throw Napi::TypeError::New(info.Env(), "fn must be a function");
   Napi::Function fn = info[1].As<Napi::Function>();
   Globals& g = G();
@@ -180,7 +187,7 @@ Napi::Value VcpuExclusive(const Napi::CallbackInfo& info) {
     std::lock_guard<std::mutex> lock(g.mu);
     auto it = g.records.find(key);
     if (it == g.records.end() || it->second.closed) ThrowErrno(info.Env(), kOwnerClosed, "ioctl", "");
-    if (LongBusyLocked(key, -1)) ThrowErrno(info.Env(), EBUSY, "ioctl", "");
+    if (LongBusyLocked(key, fd)) ThrowErrno(info.Env(), EBUSY, "ioctl", "");
     it->second.shortIoctls++;
   }
   auto done = [&g, key] {
@@ -246,8 +253,12 @@ int LongIoctl::Begin() {
   registered_ = true;
   if (entry_->watchdog) {
     if (!g.watchdogStarted) {
-      g.watchdogStarted = true;
-      std::thread(WatchdogLoop).detach();
+      try {
+        std::thread(WatchdogLoop).detach();
+        g.watchdogStarted = true;
+      } catch (const std::system_error&) {
+        // No watchdog: the run still works; only terminate() would wait for a kick.
+      }
     }
     g.watchdogWake.notify_all();
   }

@@ -14,6 +14,7 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <system_error>
 #include <thread>
 
 #include "common.h"
@@ -39,7 +40,13 @@ class RunThread {
       throw Napi::Error::New(env, "napi_create_threadsafe_function failed");
     }
     napi_unref_threadsafe_function(env, t->tsfn_);
-    t->thread_ = std::thread([raw = t.get()] { raw->Loop(); });
+    try {
+      t->thread_ = std::thread([raw = t.get()] { raw->Loop(); });
+    } catch (const std::system_error& e) {
+      t->ended_ = t->finished_ = true;  // nothing to stop or join
+      t->Release();
+      ThrowErrno(env, e.code().value() > 0 ? e.code().value() : EAGAIN, "pthread_create", "KVM_RUN");
+    }
     return t;
   }
 
@@ -83,7 +90,7 @@ class RunThread {
       finishedCv_.wait_for(lock, std::chrono::milliseconds(10));
     }
     lock.unlock();
-    thread_.join();
+    if (thread_.joinable()) thread_.join();
   }
 
   // Releases the thread-safe function once (from JS; never after its finalizer).
