@@ -26,7 +26,10 @@ uint64_t ArgKeyOpt(const Napi::CallbackInfo& info, size_t i) {
   return static_cast<uint64_t>(d);
 }
 
-bool OnMainThread() { return ::getpid() == static_cast<pid_t>(::syscall(SYS_gettid)); }
+bool OnMainThread() {
+  thread_local const bool main = ::getpid() == static_cast<pid_t>(::syscall(SYS_gettid));
+  return main;
+}
 
 // Whether this thread's environment can still run JavaScript: calling a no-op
 // fails with napi_pending_exception once a worker is terminating.
