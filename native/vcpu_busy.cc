@@ -76,6 +76,7 @@ void WatchdogLoop() {
   sigset_t all;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, nullptr);  // process signals belong to Node's main thread
+  pthread_setname_np(pthread_self(), "node-kvm-watch");
   Globals& g = G();
   std::unique_lock<std::mutex> lock(g.mu);
   for (;;) {

@@ -110,6 +110,7 @@ class RunThread {
     sigfillset(&all);
     sigdelset(&all, KickSignal());
     pthread_sigmask(SIG_SETMASK, &all, nullptr);
+    pthread_setname_np(pthread_self(), "node-kvm-vcpu");
     std::unique_lock<std::mutex> lock(mu_);
     for (;;) {
       cv_.wait(lock, [this] { return stop_ || work_; });

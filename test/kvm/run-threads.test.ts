@@ -4,7 +4,7 @@
  * vcpu is in KVM_RUN, the kick record surviving a pre-fault attempt, and the
  * library's own view of kvm_run surviving ArrayBuffer.prototype.transfer().
  */
-import { promises as fsp } from 'node:fs';
+import { promises as fsp, readdirSync, readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { gzip } from 'node:zlib';
 import { expect, it } from 'vitest';
@@ -60,6 +60,23 @@ describeKvm('runAsync on a dedicated thread per vcpu', () => {
       expect((await again).reason).toBe('intr');
     }
     for (const v of vms) v.close();
+  });
+
+  it("each vcpu gets its thread on its first runAsync(); close() (or the Vm's) ends it", async () => {
+    // The run threads are named; a VM's kernel threads (kvm-nx-lpage-recovery) show up here too.
+    const threads = (): number => readdirSync('/proc/self/task').filter((t) => readFileSync(`/proc/self/task/${t}/comm`, 'utf8').trim() === 'node-kvm-vcpu').length;
+    using kvm = Kvm.open();
+    const vms = Array.from({ length: 6 }, () => kvm.createVm());
+    const guests = vms.map((vm) => Guest.create(vm, { program: new Asm().label('top').mov('edx', 0xe9).out('dx', 'eax').jmp('top') }));
+    const before = threads();
+    for (const g of guests.slice(0, 4)) expect((await g.vcpu.runAsync()).reason).toBe('io');
+    expect(threads()).toBe(before + 4);
+    for (const g of guests.slice(0, 2)) await g.vcpu.runAsync(); // reused, not new
+    expect(threads()).toBe(before + 4);
+    guests[0]!.vcpu.close();
+    expect(threads()).toBe(before + 3);
+    for (const vm of vms) vm.close();
+    expect(threads()).toBe(before);
   });
 
   it('runs to an OUT on the thread, again and again, with the exit decoded', async () => {
