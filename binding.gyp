@@ -11,7 +11,14 @@
         "native/vcpu_busy.cc",
         "native/vcpu_thread.cc",
         "native/memory.cc",
-        "native/file.cc"
+        "native/file.cc",
+        "native/vmm_ioctl.cc",
+        "native/vm_irq.cc",
+        "native/vm_state.cc",
+        "native/vcpu_state.cc",
+        "native/eventfd.cc",
+        "native/device.cc",
+        "native/exits.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NAPI_CPP_EXCEPTIONS"],

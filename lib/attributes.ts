@@ -5,7 +5,9 @@
 
 /** A half-open guest-physical range [start, end). */
 export interface GpaRange {
+  /** First guest-physical address of the range. */
   start: bigint;
+  /** Guest-physical address just past the range (exclusive). */
   end: bigint;
 }
 

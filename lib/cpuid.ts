@@ -2,12 +2,19 @@
 
 /** One CPUID leaf/subleaf as KVM reports and accepts it. */
 export interface CpuidEntry {
+  /** The leaf: the EAX input of CPUID. */
   function: number;
+  /** The subleaf: the ECX input, where the leaf has subleaves. */
   index: number;
+  /** KVM_CPUID_FLAG_* bits (e.g. 1 = the index is significant). */
   flags: number;
+  /** EAX output. */
   eax: number;
+  /** EBX output. */
   ebx: number;
+  /** ECX output. */
   ecx: number;
+  /** EDX output. */
   edx: number;
 }
 

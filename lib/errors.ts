@@ -31,11 +31,17 @@ export type ErrorArgs = Readonly<Record<string, unknown>>;
 
 /** Options for constructing a KvmError. */
 export interface KvmErrorInit {
+  /** The stable string code: an errno name ('EINVAL') or one of node-kvm's ('ECLOSED'). */
   code: string;
+  /** The errno number; default: the number of `code`, 0 for node-kvm's own codes. */
   errno?: number;
+  /** The system call that failed; default 'ioctl' when `ioctl` is given, else 'none'. */
   syscall?: string;
+  /** The ioctl's name ('KVM_CREATE_VM') when the failure is an ioctl's. */
   ioctl?: string;
+  /** The arguments that matter for diagnosing the failure. */
   args?: ErrorArgs;
+  /** The underlying error, kept as `error.cause`. */
   cause?: unknown;
 }
 

@@ -18,15 +18,21 @@ export interface GuestMemfdOptions {
 
 /** fstat() of a guest_memfd. */
 export interface GuestMemfdStat {
+  /** File size in bytes (the size it was created with). */
   size: bigint;
+  /** Preferred I/O block size (st_blksize). */
   blockSize: number;
+  /** 512-byte blocks allocated (st_blocks): what is backed by memory now. */
   blocks: bigint;
+  /** Inode number (st_ino). */
   inode: bigint;
 }
 
 /** Options of GuestMemfd.map(). */
 export interface GuestMemfdMapOptions {
+  /** Offset in the file to map from; default 0. A multiple of 4 KiB. */
   offset?: U64Like;
+  /** Bytes to map; default the rest of the file. */
   length?: U64Like;
   /** Address alignment; default 2 MiB when the length allows it. */
   alignment?: U64Like;

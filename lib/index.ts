@@ -15,7 +15,12 @@ export { Cap, VM_TYPES, GUEST_MEMFD_FLAGS, MemFlag, ADVICE, type CapName, type V
 export type { CpuidEntry } from './cpuid.js';
 export type { Regs, Sregs, Segment, DescriptorTable } from './regs.js';
 export type { VcpuExit, IoExit, MmioExit, MemoryFaultExit, FailEntryExit, InternalErrorExit, SystemEventExit, IntrExit, OtherExit } from './exit.js';
-export type { Stats, StatDescriptor } from './stats.js';
+export type { Stats, StatDescriptor, StatType, StatUnit, StatValue, TypedStats, VmStats, VcpuStats, VmStatTypes, VcpuStatTypes } from './stats.js';
+export type {
+  VcpuExitReason, HypercallExit, DebugExit, ExceptionExit, TprAccessExit, IoapicEoiExit, IrqWindowOpenExit, RdmsrExit, WrmsrExit,
+  MsrExitCause, HypervExit, XenExit, NotifyExit, TdxExit, SimpleExit, UnknownExit, SystemEventType,
+} from './exit.js';
+export { ExitCode, EXIT_REASONS, SYSTEM_EVENT_TYPES, KVM_RUN_LAYOUT, decodeExit } from './exit.js';
 export { PAGE_SIZE, type U64Like } from './int.js';
 export { addonPath } from './native.js';
 export * as guest from './guest/index.js';
@@ -24,3 +29,17 @@ export {
   type PreFaultRange, type PreFaultOptions, type PreFaultResult, type PreFaultLevels, type PreFaultEngineName, type PreFaultEngineChoice,
 } from './prefault/index.js';
 export { SoftMmu, type PageLevel, type SoftMmuLeaf, type SoftMmuStats } from './soft-mmu/index.js';
+export { EventFd, type EventFdOptions } from './eventfd.js';
+export { Device, DEVICE_TYPES, type DeviceType, type DeviceAttrId, type DeviceAttrValue } from './device.js';
+export {
+  DirtyLog, IRQCHIP_IDS, CLOCK_FLAGS,
+  type IrqchipId, type IrqchipState, type PicState, type IoapicState, type PitState, type PitChannelState, type CreatePit2Options,
+  type GsiRoute, type Msi, type IrqfdOptions, type IoeventfdOptions, type ClockData, type CoalescedMmioZone, type CreateDeviceOptions,
+} from './vm/index.js';
+export {
+  LAPIC_REGISTERS, MP_STATES, VCPU_EVENT_VALID, SYNC_REGS, lapicVectorSet,
+  type SyncRegs, type SyncRegsKind,
+  type MsrEntry, type Fpu, type Xsave, type Xcr, type LapicState, type LapicRegister, type VcpuEvents, type MpState,
+  type DebugRegs, type GuestDebugOptions, type Translation, type NestedState, type CoalescedWrite,
+} from './vcpu/index.js';
+export * as vmm from './vmm/index.js';

@@ -8,6 +8,8 @@ import { describe, toOptions, toU32 } from './int.js';
 import { native } from './native.js';
 import { Resource } from './resource.js';
 import { Vm, type VmOptions } from './vm.js';
+import * as msrs from './vcpu/msrs.js';
+import { createVmFromRawFd } from './vm/adopt.js';
 
 /** Options for Kvm.open(). */
 export interface KvmOpenOptions {
@@ -17,15 +19,23 @@ export interface KvmOpenOptions {
 
 /** What this host's KVM supports, by name. */
 export interface KvmCapabilities {
+  /** KVM_GET_API_VERSION (12 on every kernel since 2.6.22). */
   apiVersion: number;
+  /** KVM_CAP_USER_MEMORY: KVM_SET_USER_MEMORY_REGION exists. */
   userMemory: boolean;
   /** KVM_SET_USER_MEMORY_REGION2 exists. */
   userMemory2: boolean;
+  /** KVM_CAP_READONLY_MEM: read-only memslots (KVM_MEM_READONLY). */
   readonlyMem: boolean;
+  /** KVM_CAP_SYNC_MMU: host page changes (madvise, munmap) reach the guest's mappings. */
   syncMmu: boolean;
+  /** KVM_CAP_IMMEDIATE_EXIT: kvm_run.immediate_exit, which vcpu.kick() relies on. */
   immediateExit: boolean;
+  /** KVM_CAP_BINARY_STATS_FD: stats() of VMs and vcpus. */
   binaryStatsFd: boolean;
+  /** KVM_CAP_MEMORY_FAULT_INFO: KVM_RUN reports unresolved faults as 'memory-fault' exits. */
   memoryFaultInfo: boolean;
+  /** KVM_CAP_GUEST_MEMFD: Vm.createGuestMemfd() (system-wide answer; a VM type may differ). */
   guestMemfd: boolean;
   /** guest_memfd flags accepted by this kernel (system-wide value of KVM_CAP_GUEST_MEMFD_FLAGS). */
   guestMemfdFlags: GuestMemfdFlag[];
@@ -35,12 +45,17 @@ export interface KvmCapabilities {
    * engine settles it with a one-page trial.
    */
   preFaultMemory: boolean;
+  /** VM types Kvm.createVm() accepts (KVM_CAP_VM_TYPES; ['default'] where the capability is missing). */
   vmTypes: VmType[];
   /** Memory attributes supported on the default VM type. */
   memoryAttributes: 'private'[];
+  /** KVM_CAP_NR_MEMSLOTS: memslots per address space. */
   nrMemslots: number;
+  /** KVM_CAP_NR_VCPUS: the recommended maximum number of vcpus. */
   nrVcpus: number;
+  /** KVM_CAP_MAX_VCPUS: the hard maximum number of vcpus per VM. */
   maxVcpus: number;
+  /** KVM_GET_VCPU_MMAP_SIZE: bytes of each vcpu's kvm_run mapping. */
   vcpuMmapSize: number;
 }
 
@@ -49,6 +64,7 @@ const CREATE_VM_EINTR_RETRIES = 16;
 /** An open /dev/kvm. */
 export class Kvm extends Resource {
   readonly #fd: number;
+  /** The device path it was opened from ('/dev/kvm'). */
   readonly path: string;
   #vcpuMmapSize: number | undefined;
 
@@ -154,6 +170,17 @@ export class Kvm extends Resource {
       }
     }
   }
+
+  /** KVM_GET_MSR_INDEX_LIST: MSRs KVM saves/restores for a vcpu. */
+  msrIndexList(): number[] { return msrs.msrIndexList(this); }
+  /** KVM_GET_MSR_FEATURE_INDEX_LIST: feature MSRs getMsrFeatures() reads. */
+  msrFeatureIndexList(): number[] { return msrs.msrFeatureIndexList(this); }
+  /** KVM_GET_MSRS on the system fd: feature MSR values. */
+  getMsrFeatures(indices: readonly number[]): msrs.MsrEntry[] { return msrs.getMsrFeatures(this, indices); }
+  /** KVM_GET_EMULATED_CPUID. */
+  emulatedCpuid(): CpuidEntry[] { return msrs.emulatedCpuid(this); }
+  /** Takes ownership of a VM fd made elsewhere (checked to be one); see lib/vm/adopt.ts. */
+  createVmFromRawFd(fd: number, options: { type?: VmType } = {}): Vm { return createVmFromRawFd(this, fd, options); }
 
   /**
    * KVM_CREATE_VM. The type is checked against KVM_CAP_VM_TYPES first so an

@@ -34,7 +34,9 @@ export type MemoryKind = 'anonymous' | 'guest-memfd';
 export interface PopulateOptions {
   /** Populate writable (MADV_POPULATE_WRITE, default) or readable (MADV_POPULATE_READ). */
   write?: boolean;
+  /** Start of the range inside the mapping; default 0. A multiple of 4 KiB. */
   offset?: U64Like;
+  /** Bytes to populate; default the rest of the mapping. */
   length?: U64Like;
 }
 

@@ -15,7 +15,9 @@ import type { HostMemory } from './memory.js';
 export interface MemorySlot {
   /** Slot id (address space in bits 16 and up, as in the kernel ABI). */
   readonly slot: number;
+  /** Guest-physical address where the slot starts. */
   readonly guestPhysAddr: bigint;
+  /** Size of the slot in bytes. */
   readonly size: bigint;
   /** Host address the slot maps (userspace_addr); 0n when none. */
   readonly userspaceAddr: bigint;
@@ -23,9 +25,13 @@ export interface MemorySlot {
   readonly memory: HostMemory | undefined;
   /** Offset of the slot inside `memory`. */
   readonly memoryOffset: bigint;
+  /** The guest_memfd bound to the slot (KVM_MEM_GUEST_MEMFD), if any. */
   readonly guestMemfd: GuestMemfd | undefined;
+  /** Offset of the slot inside `guestMemfd`. */
   readonly guestMemfdOffset: bigint;
+  /** KVM_MEM_READONLY: guest writes exit as MMIO. */
   readonly readonly: boolean;
+  /** KVM_MEM_LOG_DIRTY_PAGES: dirty logging is on. */
   readonly logDirtyPages: boolean;
   /** Raw KVM_MEM_* flags. */
   readonly flags: number;

@@ -100,6 +100,78 @@ export interface NativeAddon {
   fstat(fd: number): { size: bigint; blksize: number; blocks: bigint; ino: bigint; mode: number };
   pread(fd: number, length: number, offset: bigint): Uint8Array;
   memfdCreate(name: string): number;
+
+  // ---- VMM ioctls (vm_irq.cc, vm_state.cc, vcpu_state.cc, eventfd.cc, device.cc).
+  // Struct ioctls take and give the struct's bytes; set-style ones return the ioctl's rc.
+  vmCreateIrqchip(vmFd: number): number;
+  vmGetIrqchip(vmFd: number, bytes: Uint8Array): Uint8Array;
+  vmSetIrqchip(vmFd: number, bytes: Uint8Array): number;
+  vmCreatePit2(vmFd: number, bytes: Uint8Array): number;
+  vmGetPit2(vmFd: number): Uint8Array;
+  vmSetPit2(vmFd: number, bytes: Uint8Array): number;
+  vmIrqLine(vmFd: number, bytes: Uint8Array): number;
+  vmIrqLineStatus(vmFd: number, bytes: Uint8Array): Uint8Array;
+  vmSignalMsi(vmFd: number, bytes: Uint8Array): number;
+  vmIrqfd(vmFd: number, bytes: Uint8Array): number;
+  vmIoeventfd(vmFd: number, bytes: Uint8Array): number;
+  vmSetGsiRouting(vmFd: number, entries: Uint8Array): void;
+  vmSetTssAddr(vmFd: number, gpa: number): number;
+  vmSetIdentityMapAddr(vmFd: number, bytes: Uint8Array): number;
+  /** KVM_ENABLE_CAP on a VM or vcpu fd. */
+  enableCap(fd: number, bytes: Uint8Array): number;
+  vmGetClock(vmFd: number): Uint8Array;
+  vmSetClock(vmFd: number, bytes: Uint8Array): number;
+  vmRegisterCoalescedMmio(vmFd: number, bytes: Uint8Array): number;
+  vmUnregisterCoalescedMmio(vmFd: number, bytes: Uint8Array): number;
+  vmSetBootCpuId(vmFd: number, id: number): number;
+  vmGetDirtyLog(vmFd: number, slot: number, bitmap: Uint8Array): void;
+  vmClearDirtyLog(vmFd: number, slot: number, firstPage: bigint, numPages: number, bitmap: Uint8Array): void;
+  vcpuGetFpu(vcpuFd: number): Uint8Array;
+  vcpuSetFpu(vcpuFd: number, bytes: Uint8Array): number;
+  vcpuGetLapic(vcpuFd: number): Uint8Array;
+  vcpuSetLapic(vcpuFd: number, bytes: Uint8Array): number;
+  vcpuGetXsave(vcpuFd: number): Uint8Array;
+  vcpuGetXsave2(vcpuFd: number, size: number): Uint8Array;
+  vcpuSetXsave(vcpuFd: number, bytes: Uint8Array): void;
+  vcpuGetXcrs(vcpuFd: number): Uint8Array;
+  vcpuSetXcrs(vcpuFd: number, bytes: Uint8Array): number;
+  vcpuGetVcpuEvents(vcpuFd: number): Uint8Array;
+  vcpuSetVcpuEvents(vcpuFd: number, bytes: Uint8Array): number;
+  vcpuGetDebugRegs(vcpuFd: number): Uint8Array;
+  vcpuSetDebugRegs(vcpuFd: number, bytes: Uint8Array): number;
+  vcpuGetMpState(vcpuFd: number): Uint8Array;
+  vcpuSetMpState(vcpuFd: number, bytes: Uint8Array): number;
+  vcpuSetGuestDebug(vcpuFd: number, bytes: Uint8Array): number;
+  vcpuTranslate(vcpuFd: number, bytes: Uint8Array): Uint8Array;
+  vcpuInterrupt(vcpuFd: number, bytes: Uint8Array): number;
+  vcpuNmi(vcpuFd: number): number;
+  vcpuSmi(vcpuFd: number): number;
+  vcpuGetTscKhz(vcpuFd: number): number;
+  vcpuSetTscKhz(vcpuFd: number, khz: number): number;
+  vcpuKvmclockCtrl(vcpuFd: number): number;
+  vcpuGetCpuid2(vcpuFd: number, maxEntries: number): Uint8Array;
+  vcpuGetNestedState(vcpuFd: number, size: number): Uint8Array;
+  vcpuSetNestedState(vcpuFd: number, bytes: Uint8Array): void;
+  /** KVM_GET_MSRS / KVM_SET_MSRS on entries (n x 16 bytes, values written back); returns the kernel's count. */
+  getMsrs(fd: number, entries: Uint8Array): number;
+  setMsrs(fd: number, entries: Uint8Array): number;
+  msrIndexList(kvmFd: number): Uint32Array;
+  msrFeatureIndexList(kvmFd: number): Uint32Array;
+  getEmulatedCpuid(kvmFd: number, maxEntries: number): Uint8Array;
+  eventfdCreate(initval: number, semaphore: boolean): number;
+  eventfdWrite(fd: number, value: bigint): void;
+  /** The counter, or null when it is 0. */
+  eventfdRead(fd: number): bigint | null;
+  /** One uv_poll wait per fd at a time; cancel() rejects it with ECANCELED. */
+  eventfdWait(fd: number): { promise: Promise<bigint>; cancel(): boolean };
+  createDevice(vmFd: number, type: number, flags: number): number;
+  setDeviceAttr(fd: number, group: number, attr: bigint, value: Uint8Array | null): void;
+  getDeviceAttr(fd: number, group: number, attr: bigint, out: Uint8Array): void;
+  hasDeviceAttr(fd: number, group: number, attr: bigint): boolean;
+  /** offsetof() of kvm_run fields in the distro's <linux/kvm.h>, by lib/exit-layout.ts's names (tests). */
+  kvmRunLayout(): Record<string, number>;
+  /** KVM_ENABLE_CAP on a VM fd with args[0] only (internal; the VMM API's Vm.enableCap supersedes it). */
+  vmEnableCap(vmFd: number, cap: number, arg0: bigint): void;
 }
 
 const require = createRequire(import.meta.url);

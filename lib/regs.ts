@@ -2,11 +2,42 @@
 
 /** General-purpose registers, rip and rflags. */
 export interface Regs {
-  rax: bigint; rbx: bigint; rcx: bigint; rdx: bigint;
-  rsi: bigint; rdi: bigint; rsp: bigint; rbp: bigint;
-  r8: bigint; r9: bigint; r10: bigint; r11: bigint;
-  r12: bigint; r13: bigint; r14: bigint; r15: bigint;
-  rip: bigint; rflags: bigint;
+  /** RAX. */
+  rax: bigint;
+  /** RBX. */
+  rbx: bigint;
+  /** RCX. */
+  rcx: bigint;
+  /** RDX. */
+  rdx: bigint;
+  /** RSI. */
+  rsi: bigint;
+  /** RDI. */
+  rdi: bigint;
+  /** RSP: the stack pointer. */
+  rsp: bigint;
+  /** RBP. */
+  rbp: bigint;
+  /** R8. */
+  r8: bigint;
+  /** R9. */
+  r9: bigint;
+  /** R10. */
+  r10: bigint;
+  /** R11. */
+  r11: bigint;
+  /** R12. */
+  r12: bigint;
+  /** R13. */
+  r13: bigint;
+  /** R14. */
+  r14: bigint;
+  /** R15. */
+  r15: bigint;
+  /** RIP: the next instruction. */
+  rip: bigint;
+  /** RFLAGS (bit 1 is always set; IOPL in bits 12-13). */
+  rflags: bigint;
 }
 
 /** The order of kvm_regs' 18 u64 fields. */
@@ -45,15 +76,48 @@ export interface Segment {
 
 /** A descriptor table register (kvm_dtable). */
 export interface DescriptorTable {
+  /** Linear base address of the table. */
   base: bigint;
+  /** Limit in bytes (size - 1). */
   limit: number;
 }
 
 /** Special registers (kvm_sregs). */
 export interface Sregs {
-  cs: Segment; ds: Segment; es: Segment; fs: Segment; gs: Segment; ss: Segment; tr: Segment; ldt: Segment;
-  gdt: DescriptorTable; idt: DescriptorTable;
-  cr0: bigint; cr2: bigint; cr3: bigint; cr4: bigint; cr8: bigint; efer: bigint; apicBase: bigint;
+  /** Code segment. */
+  cs: Segment;
+  /** Data segment. */
+  ds: Segment;
+  /** Extra data segment. */
+  es: Segment;
+  /** FS (its base is used in 64-bit mode). */
+  fs: Segment;
+  /** GS (its base is used in 64-bit mode). */
+  gs: Segment;
+  /** Stack segment. */
+  ss: Segment;
+  /** Task register: the TSS. */
+  tr: Segment;
+  /** Local descriptor table register. */
+  ldt: Segment;
+  /** Global descriptor table register. */
+  gdt: DescriptorTable;
+  /** Interrupt descriptor table register. */
+  idt: DescriptorTable;
+  /** CR0 (PE, PG, ...). */
+  cr0: bigint;
+  /** CR2: the last page-fault address. */
+  cr2: bigint;
+  /** CR3: the page-table root. */
+  cr3: bigint;
+  /** CR4 (PAE, ...). */
+  cr4: bigint;
+  /** CR8: the task priority. */
+  cr8: bigint;
+  /** The EFER MSR (LME, LMA, NXE, ...). */
+  efer: bigint;
+  /** The APIC base MSR. */
+  apicBase: bigint;
   /** Pending external interrupt bitmap (4 u64). */
   interruptBitmap: bigint[];
 }

@@ -7,12 +7,14 @@
 import { isMainThread } from 'node:worker_threads';
 import { encodeCpuid, type CpuidEntry } from './cpuid.js';
 import { callNative, closedError, errnoError, invalidArgument, KvmError, toKvmError, type ErrorArgs } from './errors.js';
-import { decodeExit, type VcpuExit } from './exit.js';
+import type { CapName } from './constants.js';
+import * as state from './vcpu/index.js';
+import { ExitDecoder, type VcpuExit } from './exit.js';
 import { Mm } from './constants.js';
 import { native, type NativeMapping } from './native.js';
 import { decodeRegs, decodeSregs, encodeRegs, encodeSregs, REG_NAMES, type Regs, type Segment, type Sregs } from './regs.js';
 import { Resource } from './resource.js';
-import { StatsReader, type StatDescriptor, type Stats } from './stats.js';
+import { StatsReader, type StatDescriptor, type VcpuStats } from './stats.js';
 import type { Vm } from './vm.js';
 import { preFaultMemory, preFaultMemorySync } from './prefault/run.js';
 import type { PreFaultOptions, PreFaultRange, PreFaultResult } from './prefault/contract.js';
@@ -37,6 +39,7 @@ if (isMainThread) process.once('exit', () => native.processExiting());
  * it if no worker adopted it yet. Valid only inside the process that made it.
  */
 export interface VcpuWorkerHandle {
+  /** Marks the object as a vcpu handle. */
   readonly kind: 'node-kvm:vcpu';
   /** The vcpu id. */
   readonly id: number;
@@ -76,6 +79,8 @@ export class Vcpu extends Resource {
   readonly #runBytes: Uint8Array;
   /** The view given to users (runState, exit data); replaced if they transfer its buffer. */
   #userRunBytes: Uint8Array;
+  /** Decodes exits from the user view (replaced with it). */
+  #exits: ExitDecoder;
   readonly #owned: Owned;
   #stats: StatsReader | undefined;
   #running = false;
@@ -101,6 +106,7 @@ export class Vcpu extends Resource {
     this.#run = run;
     this.#runBytes = new Uint8Array(run.buffer(0n, run.length));
     this.#userRunBytes = new Uint8Array(run.buffer());
+    this.#exits = new ExitDecoder(this.#userRunBytes);
     this.#owned = owned;
   }
 
@@ -275,9 +281,12 @@ export class Vcpu extends Resource {
 
   /**
    * KVM_RUN on the calling thread (blocks it until the guest exits). A signal
-   * or kick() gives `{ reason: 'intr' }`; other failures throw KvmError
-   * (EBUSY while another thread runs this vcpu). In a worker_thread the run
-   * still ends when the worker is terminated or the process exits.
+   * or kick() gives `{ reason: 'intr' }`; KVM_EXIT_MEMORY_FAULT (KVM_RUN
+   * failing with EFAULT/EHWPOISON) gives `{ reason: 'memory-fault' }`; other
+   * failures throw KvmError (EBUSY while another thread runs this vcpu). The
+   * exit's `data` views and reply methods write into kvm_run and are valid
+   * until the next run (docs/exits.md). In a worker_thread the run still ends
+   * when the worker is terminated or the process exits.
    */
   run(): VcpuExit {
     this.#beginRun();
@@ -357,9 +366,81 @@ export class Vcpu extends Resource {
     return this.track('KVM_PRE_FAULT_MEMORY', step);
   }
 
+  // ---- VMM state (bodies in lib/vcpu/*) ----
+  /** KVM_GET_MSRS; throws naming the first MSR the kernel could not read. */
+  getMsrs(indices: readonly number[]): state.MsrEntry[] { return state.getMsrs(this, indices); }
+  /** KVM_SET_MSRS; a partial set throws KvmError naming the first MSR that failed. */
+  setMsrs(entries: readonly state.MsrEntry[]): void { state.setMsrs(this, entries); }
+  /** KVM_GET_FPU. */
+  getFpu(): state.Fpu { return state.getFpu(this); }
+  /** KVM_SET_FPU (fields not given keep their values). */
+  setFpu(update: Partial<state.Fpu>): void { state.setFpu(this, update); }
+  /** KVM_GET_LAPIC (in-kernel irqchip). */
+  getLapic(): state.LapicState { return state.getLapic(this); }
+  /** KVM_SET_LAPIC (registers not given keep their values). */
+  setLapic(update: Partial<state.LapicState>): void { state.setLapic(this, update); }
+  /** KVM_GET_XSAVE, or KVM_GET_XSAVE2 where the area is larger than 4 KiB. */
+  getXsave(): state.Xsave { return state.getXsave(this); }
+  /** KVM_SET_XSAVE (fields not given keep their values). */
+  setXsave(update: Partial<state.Xsave>): void { state.setXsave(this, update); }
+  /** KVM_GET_XCRS. */
+  getXcrs(): state.Xcr[] { return state.getXcrs(this); }
+  /** KVM_SET_XCRS. */
+  setXcrs(xcrs: readonly state.Xcr[]): void { state.setXcrs(this, xcrs); }
+  /** KVM_GET_VCPU_EVENTS. */
+  getVcpuEvents(): state.VcpuEvents { return state.getVcpuEvents(this); }
+  /** KVM_SET_VCPU_EVENTS (fields not given keep their values). */
+  setVcpuEvents(update: Parameters<typeof state.setVcpuEvents>[1]): void { state.setVcpuEvents(this, update); }
+  /** KVM_GET_DEBUGREGS. */
+  getDebugRegs(): state.DebugRegs { return state.getDebugRegs(this); }
+  /** KVM_SET_DEBUGREGS (fields not given keep their values). */
+  setDebugRegs(update: Partial<state.DebugRegs>): void { state.setDebugRegs(this, update); }
+  /** KVM_GET_MP_STATE. */
+  getMpState(): state.MpState | number { return state.getMpState(this); }
+  /** KVM_SET_MP_STATE. */
+  setMpState(mpState: state.MpState): void { state.setMpState(this, mpState); }
+  /** KVM_SET_GUEST_DEBUG. */
+  setGuestDebug(options: state.GuestDebugOptions): void { state.setGuestDebug(this, options); }
+  /** KVM_TRANSLATE: guest-virtual to guest-physical through the guest's page tables. */
+  translate(gva: bigint | number): state.Translation { return state.translate(this, gva); }
+  /** KVM_INTERRUPT: queue an external interrupt (VMs without the in-kernel irqchip). */
+  interrupt(vector: number): void { state.interrupt(this, vector); }
+  /** KVM_NMI. */
+  nmi(): void { state.nmi(this); }
+  /** KVM_SMI. */
+  smi(): void { state.smi(this); }
+  /** KVM_GET_CPUID2. */
+  getCpuid(): CpuidEntry[] { return state.getCpuid(this); }
+  /** KVM_GET_TSC_KHZ. */
+  getTscKhz(): number { return state.getTscKhz(this); }
+  /** KVM_SET_TSC_KHZ. */
+  setTscKhz(khz: number): void { state.setTscKhz(this, khz); }
+  /** KVM_KVMCLOCK_CTRL. */
+  kvmclockCtrl(): void { state.kvmclockCtrl(this); }
+  /** KVM_GET_NESTED_STATE (EOPNOTSUPP where KVM_CAP_NESTED_STATE is 0). */
+  getNestedState(): state.NestedState { return state.getNestedState(this); }
+  /** KVM_SET_NESTED_STATE. */
+  setNestedState(nested: state.NestedState): void { state.setNestedState(this, nested); }
+  /** KVM_ENABLE_CAP on this vcpu. */
+  enableCap(cap: number | CapName, args: readonly (bigint | number)[] = []): void { state.enableVcpuCap(this, cap, args); }
+  /** Sets a bit of kvm_run.kvm_valid_regs (KVM_CAP_SYNC_REGS): KVM fills that part on each exit. */
+  setSyncValidReg(kind: state.SyncRegsKind): void { state.setSyncValidReg(this, this.#runBytes, kind); }
+  /** Clears a bit of kvm_valid_regs. */
+  clearSyncValidReg(kind: state.SyncRegsKind): void { state.clearSyncValidReg(this, this.#runBytes, kind); }
+  /** Sets a bit of kvm_dirty_regs: KVM loads that part from kvm_run on the next run. */
+  setSyncDirtyReg(kind: state.SyncRegsKind): void { state.setSyncDirtyReg(this, this.#runBytes, kind); }
+  /** Clears a bit of kvm_dirty_regs. */
+  clearSyncDirtyReg(kind: state.SyncRegsKind): void { state.clearSyncDirtyReg(this, this.#runBytes, kind); }
+  /** The synchronized registers in kvm_run (as of the last exit). */
+  syncRegs(): state.SyncRegs { return state.syncRegs(this, this.#runBytes); }
+  /** Writes synchronized registers into kvm_run and marks them dirty for the next run. */
+  setSyncRegs(parts: Partial<state.SyncRegs>): void { state.setSyncRegs(this, this.#runBytes, parts); }
+  /** Drains the coalesced MMIO ring (writes to Vm.registerCoalescedMmio zones), oldest first. */
+  coalescedMmioRead(): state.CoalescedWrite[] { this.assertOpen('coalescedMmioRead'); return state.readCoalescedMmio(this, this.#runBytes); }
+
   /** Binary statistics of this vcpu, by name (e.g. 'exits', 'pf_taken'). */
-  stats(): Stats {
-    return this.#statsReader().read();
+  stats(): VcpuStats {
+    return this.#statsReader().read<VcpuStats>();
   }
 
   /** Descriptors of the statistics stats() returns. */
@@ -377,8 +458,16 @@ export class Vcpu extends Resource {
 
   #userRun(): Uint8Array {
     // A transferred buffer leaves this view detached (length 0): give a new one.
-    if (this.#userRunBytes.byteLength === 0) this.#userRunBytes = new Uint8Array(this.#run.buffer(0n, this.#run.length));
+    if (this.#userRunBytes.byteLength === 0) {
+      this.#userRunBytes = new Uint8Array(this.#run.buffer(0n, this.#run.length));
+      this.#exits = new ExitDecoder(this.#userRunBytes);
+    }
     return this.#userRunBytes;
+  }
+
+  #exitDecoder(): ExitDecoder {
+    this.#userRun();
+    return this.#exits;
   }
 
   #statsReader(): StatsReader {
@@ -394,10 +483,14 @@ export class Vcpu extends Resource {
     this.assertOpen('KVM_RUN');
     if (this.#running) throw new KvmError(`Vcpu ${this.id} is already running`, { code: 'EBUSY', ioctl: 'KVM_RUN', args: { vcpu: this.id } });
     this.#running = true;
+    this.#exitDecoder().begin();
   }
 
   #finishRun(errno: number): VcpuExit {
-    if (errno === 0) return decodeExit(this.#userRun());
+    if (errno === 0) return this.#exitDecoder().decode();
+    // KVM_EXIT_MEMORY_FAULT comes with KVM_RUN failing (EFAULT/EHWPOISON): an exit, not an error.
+    const fault = this.#exitDecoder().memoryFault(errno);
+    if (fault) return fault;
     if (errno === EINTR || errno === EAGAIN) {
       this.#runBytes[1] = 0;
       return { reason: 'intr' };

@@ -13,9 +13,11 @@ import { checkSlot, slotFlags, SlotTable, type MemorySlot, type SlotLimits, type
 import { HostMemory, type AllocateMemoryOptions } from './memory.js';
 import { native } from './native.js';
 import { Resource } from './resource.js';
-import { StatsReader, type StatDescriptor, type Stats } from './stats.js';
+import { StatsReader, type StatDescriptor, type VmStats } from './stats.js';
 import { Vcpu } from './vcpu.js';
 import { SoftMmu } from './soft-mmu/index.js';
+import * as vmm from './vm/index.js';
+import type { Device, DeviceType } from './device.js';
 
 /** Options of Kvm.createVm(). */
 export interface VmOptions {
@@ -25,7 +27,9 @@ export interface VmOptions {
 
 /** Options of Vm.setMemoryRegion(). */
 export interface SetMemoryRegionOptions {
+  /** Slot id: bits 0-15 the slot, bits 16 and up the address space. */
   slot: number;
+  /** Guest-physical address where the slot starts; 4 KiB aligned. */
   guestPhysAddr: U64Like;
   /** Default: the memory's size minus memoryOffset. */
   size?: U64Like;
@@ -37,8 +41,11 @@ export interface SetMemoryRegionOptions {
   userspaceAddr?: U64Like;
   /** Bind the slot to a guest_memfd (KVM_MEM_GUEST_MEMFD) for private memory. */
   guestMemfd?: GuestMemfd;
+  /** Offset of the slot inside `guestMemfd`; default 0. 4 KiB aligned; offset + size within the file. */
   guestMemfdOffset?: U64Like;
+  /** KVM_MEM_READONLY: guest writes exit as MMIO (needs readonlyMem). */
   readonly?: boolean;
+  /** KVM_MEM_LOG_DIRTY_PAGES: track pages the guest writes. */
   logDirtyPages?: boolean;
   /** Which ioctl: 'auto' (REGION2 when available), 'v1' or 'v2'. */
   api?: 'auto' | 'v1' | 'v2';
@@ -46,8 +53,11 @@ export interface SetMemoryRegionOptions {
 
 /** Options of Vm.setMemoryAttributes(). */
 export interface MemoryAttributesOptions {
+  /** Start of the range; 4 KiB aligned. */
   guestPhysAddr: U64Like;
+  /** Size of the range in bytes; a non-zero multiple of 4 KiB. */
   size: U64Like;
+  /** Make the range private (KVM_MEMORY_ATTRIBUTE_PRIVATE) or shared. */
   private: boolean;
 }
 
@@ -61,6 +71,7 @@ export type InvalidationListener = (gpa: bigint, size: bigint, reason: Invalidat
 export class Vm extends Resource {
   /** The Kvm it was created from. */
   readonly kvm: Kvm;
+  /** The VM type it was created with. */
   readonly type: VmType;
   /** Identity used to tell whether a guest_memfd belongs to this VM. */
   readonly id: symbol = Symbol('Vm');
@@ -344,14 +355,97 @@ export class Vm extends Resource {
     return vcpu;
   }
 
+  /**
+   * Takes ownership of a vcpu fd made elsewhere for this VM (checked with
+   * KVM_GET_REGS), maps its kvm_run and registers it as vcpu `id`.
+   */
+  createVcpuFromRawFd(fd: number, id: number): Vcpu {
+    const op = 'createVcpuFromRawFd';
+    this.assertOpen(op);
+    const n = toU32(fd, 'fd', op);
+    const vcpuId = toU32(id, 'id', op);
+    if (this.#vcpus.has(vcpuId) && !this.#vcpus.get(vcpuId)!.closed) throw invalidArgument(op, `vcpu ${vcpuId} already exists`, { id: vcpuId }, 'EEXIST');
+    callNative('KVM_GET_REGS', { fd: n, what: 'vcpu fd check' }, () => native.getRegs(n));
+    const vcpu = Vcpu.wrap(this, vcpuId, n, this.#caps.vcpuMmapSize);
+    this.#vcpus.set(vcpuId, vcpu);
+    this.#children.add(vcpu);
+    return vcpu;
+  }
+
   /** Vcpus created and not closed. */
   vcpus(): Vcpu[] {
     return [...this.#vcpus.values()].filter((v) => !v.closed);
   }
 
+  // ---- VMM ioctls (bodies in lib/vm/*) ----
+  /** KVM_SET_TSS_ADDR. */
+  setTssAddr(gpa: U64Like): void { vmm.setTssAddr(this, gpa); }
+  /** KVM_SET_IDENTITY_MAP_ADDR. */
+  setIdentityMapAddr(gpa: U64Like): void { vmm.setIdentityMapAddr(this, gpa); }
+  /** KVM_CREATE_IRQCHIP: in-kernel PICs, IOAPIC and a LAPIC per vcpu (before creating vcpus). */
+  createIrqchip(): void { vmm.createIrqchip(this); }
+  /** KVM_GET_IRQCHIP. */
+  getIrqchip(chip: vmm.IrqchipId): vmm.IrqchipState { return vmm.getIrqchip(this, chip); }
+  /** KVM_SET_IRQCHIP. */
+  setIrqchip(state: vmm.IrqchipState): void { vmm.setIrqchip(this, state); }
+  /** KVM_CREATE_PIT2. */
+  createPit2(options: vmm.CreatePit2Options = {}): void { vmm.createPit2(this, options); }
+  /** KVM_GET_PIT2. */
+  getPit2(): vmm.PitState { return vmm.getPit2(this); }
+  /** KVM_SET_PIT2. */
+  setPit2(state: vmm.PitState): void { vmm.setPit2(this, state); }
+  /** KVM_IRQ_LINE: drive a GSI high or low. */
+  irqLine(irq: number, level: boolean | 0 | 1): void { vmm.irqLine(this, irq, level); }
+  /** KVM_IRQ_LINE_STATUS: irqLine returning the delivery status. */
+  irqLineStatus(irq: number, level: boolean | 0 | 1): number { return vmm.irqLineStatus(this, irq, level); }
+  /** KVM_SET_GSI_ROUTING. */
+  setGsiRouting(entries: readonly vmm.GsiRoute[]): void { vmm.setGsiRouting(this, entries); }
+  /** KVM_SIGNAL_MSI. */
+  signalMsi(msi: vmm.Msi): number { return vmm.signalMsi(this, msi); }
+  /** KVM_IRQFD: the EventFd raises the GSI. */
+  registerIrqfd(options: vmm.IrqfdOptions): void { vmm.registerIrqfd(this, options); }
+  /** KVM_IRQFD (deassign). */
+  unregisterIrqfd(options: Omit<vmm.IrqfdOptions, 'resampleEventfd'>): void { vmm.unregisterIrqfd(this, options); }
+  /** KVM_IOEVENTFD: a guest write signals the EventFd without an exit. */
+  registerIoeventfd(options: vmm.IoeventfdOptions): void { vmm.registerIoeventfd(this, options); }
+  /** KVM_IOEVENTFD (deassign). */
+  unregisterIoeventfd(options: vmm.IoeventfdOptions): void { vmm.unregisterIoeventfd(this, options); }
+  /** KVM_ENABLE_CAP on the VM. */
+  enableCap(cap: number | CapName, args: readonly U64Like[] = []): void { vmm.enableCap(this, cap, args); }
+  /** KVM_GET_CLOCK. */
+  getClock(): vmm.ClockData { return vmm.getClock(this); }
+  /** KVM_SET_CLOCK. */
+  setClock(data: Partial<vmm.ClockData> & { clock: U64Like }): void { vmm.setClock(this, data); }
+  /** KVM_GET_DIRTY_LOG for a logDirtyPages slot; `into` is reused as the bitmap. */
+  getDirtyLog(slot: number, into?: BigUint64Array): vmm.DirtyLog { return vmm.getDirtyLog(this, slot, into); }
+  /** KVM_CLEAR_DIRTY_LOG (after enableCap('MANUAL_DIRTY_LOG_PROTECT2', [...])). */
+  clearDirtyLog(slot: number, firstPage: U64Like, numPages: number): void { vmm.clearDirtyLog(this, slot, firstPage, numPages); }
+  /** KVM_CREATE_DEVICE (closed with the VM); with { test: true } only checks the type can be created. */
+  createDevice(type: DeviceType | number, options?: { test?: false }): Device;
+  createDevice(type: DeviceType | number, options: { test: true }): undefined;
+  createDevice(type: DeviceType | number, options: vmm.CreateDeviceOptions = {}): Device | undefined { return vmm.createDevice(this, type, options); }
+  /** KVM_REGISTER_COALESCED_MMIO. */
+  registerCoalescedMmio(zone: vmm.CoalescedMmioZone): void { vmm.registerCoalescedMmio(this, zone); }
+  /** KVM_UNREGISTER_COALESCED_MMIO. */
+  unregisterCoalescedMmio(zone: vmm.CoalescedMmioZone): void { vmm.unregisterCoalescedMmio(this, zone); }
+  /** KVM_SET_BOOT_CPU_ID. */
+  setBootCpuId(id: number): void { vmm.setBootCpuId(this, id); }
+
+  /** @internal The fd for an ioctl named `op` (ECLOSED after close). */
+  fdFor(op: string): number {
+    this.assertOpen(op);
+    return this.#fd;
+  }
+
+  /** @internal Makes the VM close `child` with itself. */
+  adoptChild<T extends Resource>(child: T): T {
+    this.#adopt(child);
+    return child;
+  }
+
   /** Binary statistics of the VM, by name. */
-  stats(): Stats {
-    return this.#statsReader().read();
+  stats(): VmStats {
+    return this.#statsReader().read<VmStats>();
   }
 
   /** Descriptors of the statistics stats() returns. */

@@ -9,6 +9,12 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   nkvm::InitVcpuThread(env, exports);
   nkvm::InitMemory(env, exports);
   nkvm::InitFile(env, exports);
+  nkvm::InitVmIrq(env, exports);
+  nkvm::InitVmState(env, exports);
+  nkvm::InitVcpuState(env, exports);
+  nkvm::InitEventfd(env, exports);
+  nkvm::InitDevice(env, exports);
+  nkvm::InitExits(env, exports);
   return exports;
 }
 

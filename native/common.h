@@ -54,5 +54,12 @@ void InitVcpuBusy(Napi::Env env, Napi::Object exports);
 void InitVcpuThread(Napi::Env env, Napi::Object exports);
 void InitMemory(Napi::Env env, Napi::Object exports);
 void InitFile(Napi::Env env, Napi::Object exports);
+// The VMM ioctls (vm_irq.cc, vm_state.cc, vcpu_state.cc, eventfd.cc, device.cc).
+void InitVmIrq(Napi::Env env, Napi::Object exports);
+void InitVmState(Napi::Env env, Napi::Object exports);
+void InitVcpuState(Napi::Env env, Napi::Object exports);
+void InitEventfd(Napi::Env env, Napi::Object exports);
+void InitDevice(Napi::Env env, Napi::Object exports);
+void InitExits(Napi::Env env, Napi::Object exports);
 
 }  // namespace nkvm

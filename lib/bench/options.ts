@@ -4,6 +4,8 @@
  * what is accepted.
  */
 
+import { resolveExitsOptions, type ExitsOptions, type Family, type RawExitsOptions } from './exits-options.js';
+
 /** How the measured region is backed. */
 export type Backing = 'anon' | 'thp' | 'gmem';
 /** How the region is prepared before the guest's first pass. */
@@ -46,10 +48,16 @@ export interface BenchOptions {
   json?: string;
   /** Write the SVG chart here. */
   chart?: string;
+  /** Print every column of the table (the default table fits 100 columns). */
+  wide: boolean;
+  /** Benchmark families to run (--family): first-touch (the variants above), exits. */
+  families: Family[];
+  /** The exits family's options (lib/bench/exits-options.ts); null when it does not run. */
+  exits: ExitsOptions | null;
 }
 
 /** The command line's spelling of the options (strings, as commander gives them). */
-export interface RawBenchOptions {
+export interface RawBenchOptions extends RawExitsOptions {
   sizes?: string;
   backing?: string;
   method?: string;
@@ -60,6 +68,7 @@ export interface RawBenchOptions {
   reference?: boolean;
   json?: string;
   chart?: string;
+  wide?: boolean;
 }
 
 /**
@@ -160,6 +169,8 @@ export function resolveOptions(raw: RawBenchOptions): BenchOptions {
     reps: parseInteger(raw.reps ?? DEFAULTS.reps, '--reps', 1, 1000),
     warmup: parseInteger(raw.warmup ?? DEFAULTS.warmup, '--warmup', 0, 100),
     reference: raw.reference !== false,
+    wide: raw.wide === true,
+    ...resolveExitsOptions(raw),
   };
   if (raw.json !== undefined) {
     if (raw.json === '') throw new BenchUsageError('--json needs a file name');

@@ -1,6 +1,7 @@
 /**
  * The C reference (scripts/bench/reference.c): built with
- * scripts/bench/build-reference.sh (gcc, cached under .cache/bench), run as
+ * scripts/bench/build-reference.sh (gcc, cached in the user's cache directory:
+ * ~/.cache/node-kvm/bench by default), run as
  * a child process per variant, its JSON lines turned into RepMetrics.
  */
 import { execFile } from 'node:child_process';

@@ -1,7 +1,12 @@
-/** The text report: a table of medians, the goals, and the Node/C ratios. */
+/**
+ * The text report: a table of medians and what the run found (speed-ups,
+ * auto's cost, Node/C). Results only: the acceptance goals and whether they
+ * were met go into the JSON report, not onto the terminal.
+ */
 import type { Summary } from './stats.js';
 import { formatSize } from './options.js';
 import type { BenchReport, SideResult, VariantResult } from './run.js';
+import { formatExitsReport } from './exits.js';
 
 /** Column headers of the table, with what each means (docs/bench.md repeats these). */
 export const COLUMNS = [
@@ -53,10 +58,20 @@ function preFaultCell(side: SideResult): string {
   return `${first.engine} ${levels.join('+') || '-'}`;
 }
 
-/** One table row per variant. */
+/** One table row per variant, every column. */
 export function tableRows(report: BenchReport): string[][] {
   return report.variants.map((v) => row(v));
 }
+
+/** The width the default table keeps within (`--wide` prints every column whatever the width). */
+export const TABLE_WIDTH = 100;
+
+/**
+ * Columns of the default table, most important first: while the table is
+ * wider than TABLE_WIDTH the last of these is dropped (longer labels, with
+ * several sizes, cost columns).
+ */
+export const DEFAULT_COLUMNS: readonly string[] = ['variant', 'total ns/pg', '1st ns/pg', 'prep ms', '1st ms', 'N/C tot', 'C ns/pg', 'exits', '2nd ms'];
 
 function row(v: VariantResult): string[] {
   const label = v.label;
@@ -96,40 +111,88 @@ export function formatTable(headers: readonly string[], rows: readonly string[][
   return [line(headers), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
 }
 
-/** The goals in words. */
-export function goalLines(report: BenchReport): string[] {
+function clip(text: string, width: number): string {
+  return text.length <= width ? text : `${text.slice(0, Math.max(0, width - 1))}…`;
+}
+
+/**
+ * The table: every column with `wide`, otherwise the DEFAULT_COLUMNS that
+ * fit in TABLE_WIDTH (in the order of COLUMNS), long unavailable reasons
+ * clipped (the JSON has them whole).
+ */
+export function formatReportTable(report: BenchReport, wide = false): string {
+  const all = COLUMNS.map(([h]) => h as string);
+  const rows = tableRows(report);
+  if (wide) return formatTable(all, rows);
+  const keep = [...DEFAULT_COLUMNS];
+  for (;;) {
+    const idx = all.map((h, i) => (keep.includes(h) ? i : -1)).filter((i) => i >= 0);
+    const headers = idx.map((i) => all[i]!);
+    const picked = rows.map((r) => (r.length === all.length ? idx.map((i) => r[i]!) : r));
+    const table = formatTable(headers, picked);
+    const fits = table.split('\n').every((l, i) => i < 2 || picked[i - 2]!.length !== headers.length || l.length <= TABLE_WIDTH);
+    if (fits || keep.length <= 2) {
+      return table
+        .split('\n')
+        .map((l) => clip(l, TABLE_WIDTH))
+        .join('\n');
+    }
+    keep.pop();
+  }
+}
+
+function fmtSpeedup(x: number | null): string {
+  return x === null ? '-' : `${x.toFixed(2)}x`;
+}
+
+/** What the run found, in words: speed-ups, auto's cost, Node/C. No goals. */
+export function resultLines(report: BenchReport): string[] {
   const lines: string[] = [];
   const g = report.goals;
+  const sized = report.options.sizes.length > 1 || report.options.access.length > 1;
+  const groupName = (s: { backing: string; sizeBytes: number; access: string }): string =>
+    (sized ? `${formatSize(s.sizeBytes)} ${s.access} ${s.backing}` : s.backing).padEnd(sized ? 16 : 4);
   if (g.autoVsDemand.length) {
-    lines.push('First touch after node-kvm\'s automatic pre-fault (method auto) vs demand faulting (Node medians):');
+    lines.push('auto (pre-fault) vs demand faulting, node-kvm medians:');
     for (const s of g.autoVsDemand) {
-      const target = s.target === null ? 'no target' : `target ${s.target}x: ${s.met ? 'met' : 'NOT met'}`;
-      lines.push(
-        `  ${s.backing.padEnd(4)} ${formatSize(s.sizeBytes)} ${s.access}: first pass ${fmtRatio(s.firstPassSpeedup)}x cheaper (${target}); ` +
-          `total incl. prep ${fmtRatio(s.totalSpeedup)}x${s.target === null ? '' : s.metByTotal ? ' (meets the target too)' : ''}`,
-      );
+      lines.push(`  ${groupName(s)}  first pass ${fmtSpeedup(s.firstPassSpeedup)} cheaper, total incl. preparation ${fmtSpeedup(s.totalSpeedup)}`);
+    }
+  }
+  const a = g.autoVsExplicit?.comparisons ?? [];
+  if (a.length) {
+    lines.push('auto vs the engine it picked, run explicitly with the same threads:');
+    for (const s of a) {
+      lines.push(`  ${s.auto} vs ${s.explicit}: preparation ${fmtRatio(s.prepRatio)}x (fastest vs fastest ${fmtRatio(s.prepRatioOfMin)}x), total ${fmtRatio(s.totalRatio)}x`);
     }
   }
   if (report.reference.status !== 'ok') {
     lines.push(`C reference: ${report.reference.status} (${report.reference.reason})`);
   } else {
-    const n = g.nodeVsC;
-    const compared = n.met.length + n.notMet.length;
-    lines.push(`Node/C total <= ${n.target}: ${n.met.length} of ${compared} variants with a C reference`);
-    for (const x of n.notMet) {
-      lines.push(`  not met: ${x.id}: ${x.total.toFixed(2)} (median of paired ratios ${fmtRatio(x.totalPaired)}, fastest Node / fastest C ${fmtRatio(x.totalOfMin)})`);
+    const totals = report.variants.map((v) => v.ratios?.total).filter((x): x is number => typeof x === 'number');
+    if (totals.length) {
+      const sorted = [...totals].sort((x, y) => x - y);
+      const mid = sorted.length >> 1;
+      const med = sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+      lines.push(`Node/C total: median ${med.toFixed(2)}, ${sorted[0]!.toFixed(2)}-${sorted[sorted.length - 1]!.toFixed(2)} over ${totals.length} variants with a C reference`);
     }
   }
-  return lines;
+  return lines.map((l) => clip(l, TABLE_WIDTH));
+}
+
+/** The header lines: what ran, where. */
+export function headLines(report: BenchReport): string[] {
+  const m = report.machine;
+  const o = report.options;
+  return [
+    `node-kvm bench: ${o.sizes.map(formatSize).join(', ')}, ${o.reps} repetition(s) after ${o.warmup} warm-up, medians`,
+    `${m.kvmModule ?? 'kvm'} on ${m.uname.release}, ${m.cpuModel ?? 'unknown CPU'} (${m.cpus} CPUs), THP ${m.thp.enabled ?? '?'}, node ${m.node}, load ${m.loadAverage.start[0]} -> ${m.loadAverage.end?.[0] ?? '?'}`,
+  ].map((l) => clip(l, TABLE_WIDTH));
 }
 
 /** The full text report. */
-export function formatReport(report: BenchReport): string {
-  const headers = COLUMNS.map(([h]) => h);
-  const m = report.machine;
-  const head = [
-    `node-kvm bench: ${report.options.reps} repetition(s) after ${report.options.warmup} warm-up, medians; ${m.kvmModule ?? 'kvm'} on ${m.uname.release}, ${m.cpuModel ?? 'unknown CPU'} (${m.cpus} CPUs), THP ${m.thp.enabled ?? '?'}, node ${m.node}, load ${m.loadAverage.start[0]} -> ${m.loadAverage.end?.[0] ?? '?'}`,
-    '',
-  ];
-  return [...head, formatTable(headers, tableRows(report)), '', ...goalLines(report), `Duration: ${(report.durationMs / 1000).toFixed(1)} s`, ''].join('\n');
+export function formatReport(report: BenchReport, wide = false): string {
+  const note = wide ? [] : ['(--wide: every column)'];
+  const firstTouch = report.variants.length ? ['', formatReportTable(report, wide), ...note, '', ...resultLines(report)] : [];
+  const exits = report.exits ? ['', ...formatExitsReport(report.exits)] : [];
+  return [...headLines(report), ...firstTouch, ...exits, `Duration: ${(report.durationMs / 1000).toFixed(1)} s`, ''].join('\n');
 }

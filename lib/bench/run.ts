@@ -12,6 +12,7 @@ import type { BenchOptions } from './options.js';
 import { buildReference, runReference } from './reference.js';
 import { pairedRatios, ratios, ratiosOfMin, summarizeReps, type Ratios, type RepSummary } from './stats.js';
 import { expandVariants, type ReferenceSpec, type Variant } from './variants.js';
+import { exitsSteps, runExitsBench, type ExitsReport } from './exits.js';
 
 /** One side's (Node or C) result for a variant. */
 export type SideResult =
@@ -47,6 +48,33 @@ export interface SpeedupGoal {
   metByTotal: boolean | null;
 }
 
+/**
+ * What `auto` costs against the engine it picked, run explicitly with the
+ * same threads in the same run: the engine decision is remembered per host,
+ * so a fresh VM should pay no trial.
+ */
+export interface AutoCostGoal {
+  backing: Variant['backing'];
+  sizeBytes: number;
+  access: Variant['access'];
+  /** The engine auto used (from its pre-fault result). */
+  engine: string;
+  /** Populate threads of both. */
+  threads: number;
+  /** The auto variant's label ('anon auto (t2)'). */
+  auto: string;
+  /** The explicit variant compared against ('anon software t2'). */
+  explicit: string;
+  /** auto median preparation / explicit median preparation. */
+  prepRatio: number | null;
+  /** The same for total ns/page. */
+  totalRatio: number | null;
+  /** Fastest auto preparation / fastest explicit one: a cross-check on a noisy machine. */
+  prepRatioOfMin: number | null;
+  /** prepRatio <= target. */
+  met: boolean | null;
+}
+
 /** The whole report (what --json writes). */
 export interface BenchReport {
   schema: 'node-kvm-bench/1';
@@ -57,10 +85,14 @@ export interface BenchReport {
   machine: MachineFacts;
   reference: { status: 'ok'; binary: string; buildMs: number } | { status: 'skipped' | 'unavailable'; reason: string };
   variants: VariantResult[];
+  /** The exits family (lib/bench/exits.ts); absent when --family leaves it out. */
+  exits?: ExitsReport;
   goals: {
     autoVsDemand: SpeedupGoal[];
     /** Node/C total ratio per variant against the target 1.05. */
     nodeVsC: { target: number; met: string[]; notMet: { id: string; total: number; totalOfMin: number | null; totalPaired: number | null }[]; noReference: string[] };
+    /** auto against the explicit engine it picked, against the target AUTO_COST_TARGET. */
+    autoVsExplicit: { target: number; comparisons: AutoCostGoal[] };
   };
 }
 
@@ -69,12 +101,16 @@ export interface BenchHooks {
   onPlan?(totalSteps: number): void;
   /** After each repetition (or each C run, counting its repetitions). */
   onStep?(stepsDone: number, label: string): void;
+  /** After each variant, both sides measured (the CLI prints a line per variant without a terminal). */
+  onVariant?(result: VariantResult, index: number, total: number, elapsedMs: number): void;
 }
 
 /** Speed-up targets of the issue, by backing. */
 export const SPEEDUP_TARGETS: Record<Variant['backing'], number | null> = { anon: 4, thp: 30, gmem: null };
 /** Node/C goal on total time. */
 export const RATIO_TARGET = 1.05;
+/** Goal of auto's preparation against the explicit engine it picked (same threads). */
+export const AUTO_COST_TARGET = 1.02;
 
 function strip(v: Variant): Omit<Variant, 'reference'> {
   const { reference: _reference, ...rest } = v;
@@ -159,7 +195,7 @@ export async function runBench(options: BenchOptions, hooks: BenchHooks = {}): P
   const t0 = Date.now();
   using kvm = Kvm.open();
   const machine = machineFacts(kvm);
-  const variants = expandVariants(options);
+  const variants = options.families.includes('first-touch') ? expandVariants(options) : [];
 
   let reference: BenchReport['reference'];
   if (!options.reference) reference = { status: 'skipped', reason: '--no-reference' };
@@ -171,7 +207,7 @@ export async function runBench(options: BenchOptions, hooks: BenchHooks = {}): P
 
   const perRun = options.warmup + options.reps;
   const withC = variants.filter((v) => binary !== undefined && 'key' in v.reference).length;
-  hooks.onPlan?.((variants.length + withC) * perRun);
+  hooks.onPlan?.((variants.length + withC) * perRun + (options.exits ? exitsSteps(options.exits, options.reps, options.warmup, binary !== undefined) : 0));
   let done = 0;
   const step = (n: number, label: string): void => {
     done += n;
@@ -180,6 +216,7 @@ export async function runBench(options: BenchOptions, hooks: BenchHooks = {}): P
 
   const results: VariantResult[] = [];
   for (const v of variants) {
+    const v0 = Date.now();
     hooks.onStep?.(done, v.label);
     const sides = await measureVariant(kvm, v, options, binary, step);
     const node = nodeSide(sides.node);
@@ -192,7 +229,12 @@ export async function runBench(options: BenchOptions, hooks: BenchHooks = {}): P
       ratiosOfMin: node.status === 'ok' && c.status === 'ok' ? ratiosOfMin(node.summary, c.summary) : null,
       pairedRatios: node.status === 'ok' && c.status === 'ok' ? pairedRatios(node.reps, c.reps) : null,
     });
+    hooks.onVariant?.(results[results.length - 1]!, results.length, variants.length, Date.now() - v0);
   }
+
+  const exits = options.exits
+    ? await runExitsBench(kvm, options.exits, options.reps, options.warmup, binary !== undefined ? { path: binary } : { skipped: reference.status === 'ok' ? '' : reference.reason }, step)
+    : undefined;
 
   const finished = new Date();
   machine.loadAverage.end = loadAverage();
@@ -205,7 +247,8 @@ export async function runBench(options: BenchOptions, hooks: BenchHooks = {}): P
     machine,
     reference,
     variants: results,
-    goals: { autoVsDemand: speedupGoals(results), nodeVsC: ratioGoal(results) },
+    ...(exits ? { exits } : {}),
+    goals: { autoVsDemand: speedupGoals(results), nodeVsC: ratioGoal(results), autoVsExplicit: { target: AUTO_COST_TARGET, comparisons: autoCostGoals(results) } },
   };
 }
 
@@ -257,4 +300,42 @@ export function ratioGoal(results: readonly VariantResult[]): BenchReport['goals
     else notMet.push({ id: r.id, total, totalOfMin: r.ratiosOfMin?.total ?? null, totalPaired: r.pairedRatios?.total ?? null });
   }
   return { target: RATIO_TARGET, met, notMet, noReference };
+}
+
+function medianField(r: VariantResult, field: 'prepNs' | 'totalNsPerPage', of: 'median' | 'min' = 'median'): number | null {
+  return r.node.status === 'ok' ? (r.node.summary[field]?.[of] ?? null) : null;
+}
+
+/** auto against the explicit variant of the engine it used, with the same threads (kernel: any threads). */
+export function autoCostGoals(results: readonly VariantResult[]): AutoCostGoal[] {
+  const goals: AutoCostGoal[] = [];
+  for (const auto of results) {
+    if (auto.kind !== 'guest' || auto.method !== 'auto' || auto.node.status !== 'ok') continue;
+    const engine = auto.node.reps.find((r) => r.prefault)?.prefault?.engine;
+    if (engine !== 'software' && engine !== 'kernel') continue;
+    const explicit = results.find(
+      (r) => r.kind === 'guest' && r.method === engine && r.backing === auto.backing && r.sizeBytes === auto.sizeBytes && r.access === auto.access && (engine === 'kernel' || r.threads === auto.threads),
+    );
+    if (!explicit || explicit.node.status !== 'ok') continue;
+    const ratioOf = (f: 'prepNs' | 'totalNsPerPage', of: 'median' | 'min' = 'median'): number | null => {
+      const a = medianField(auto, f, of);
+      const e = medianField(explicit, f, of);
+      return a === null || e === null || e === 0 ? null : Math.round((a / e) * 1000) / 1000;
+    };
+    const prepRatio = ratioOf('prepNs');
+    goals.push({
+      backing: auto.backing,
+      sizeBytes: auto.sizeBytes,
+      access: auto.access,
+      engine,
+      threads: auto.threads,
+      auto: auto.label,
+      explicit: explicit.label,
+      prepRatio,
+      totalRatio: ratioOf('totalNsPerPage'),
+      prepRatioOfMin: ratioOf('prepNs', 'min'),
+      met: prepRatio === null ? null : prepRatio <= AUTO_COST_TARGET,
+    });
+  }
+  return goals;
 }

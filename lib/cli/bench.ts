@@ -9,8 +9,9 @@ import type { Command } from 'commander';
 import cliProgress from 'cli-progress';
 import { renderChartSvg } from '../bench/chart.js';
 import { BenchUsageError, DEFAULTS, resolveOptions, type RawBenchOptions } from '../bench/options.js';
+import { EXITS_DEFAULTS } from '../bench/exits-options.js';
 import { formatReport } from '../bench/report.js';
-import { runBench, type BenchHooks } from '../bench/run.js';
+import { runBench, type BenchHooks, type VariantResult } from '../bench/run.js';
 import type { CliIo } from './main.js';
 
 function writeFile(path: string, text: string): void {
@@ -18,9 +19,31 @@ function writeFile(path: string, text: string): void {
   writeFileSync(path, text);
 }
 
-/** A progress bar on stderr when it is a terminal; no output otherwise. */
-function progressHooks(enabled: boolean): { hooks: BenchHooks; stop(): void } {
-  if (!enabled) return { hooks: {}, stop: () => {} };
+function perPage(x: number | undefined): string {
+  return x === undefined ? '-' : x < 100 ? x.toFixed(1) : Math.round(x).toLocaleString('en-US');
+}
+
+/** The line printed for a finished variant when stderr is not a terminal (CI logs). */
+export function variantLine(v: VariantResult, index: number, total: number, elapsedMs: number): string {
+  const where = `bench: ${index}/${total} ${v.label}`;
+  const secs = `${(elapsedMs / 1000).toFixed(1)} s`;
+  if (v.node.status !== 'ok') return `${where}: unavailable (${v.node.reason.split(';')[0]}), ${secs}`;
+  const node = perPage(v.node.summary.totalNsPerPage?.median);
+  const c = v.c.status === 'ok' ? `, C ${perPage(v.c.summary.totalNsPerPage?.median)}` : '';
+  return `${where}: ${node} ns/page${c}, ${secs}`;
+}
+
+/**
+ * Progress on stderr: a bar when it is a terminal; otherwise a line per
+ * finished variant, so a CI log shows the run moving.
+ */
+function progressHooks(enabled: boolean, io: CliIo): { hooks: BenchHooks; stop(): void } {
+  if (!enabled) {
+    return {
+      hooks: { onVariant: (v, i, n, ms) => io.stderr(`${variantLine(v, i, n, ms)}\n`) },
+      stop: () => {},
+    };
+  }
   const bar = new cliProgress.SingleBar(
     {
       format: 'bench [{bar}] {value}/{total} repetitions | {eta_formatted} left | {variant}',
@@ -60,7 +83,7 @@ export async function benchCommand(raw: RawBenchOptions, io: CliIo, progress = p
     }
     throw e;
   }
-  const bar = progressHooks(progress);
+  const bar = progressHooks(progress, io);
   let report;
   try {
     report = await runBench(options, bar.hooks);
@@ -70,13 +93,13 @@ export async function benchCommand(raw: RawBenchOptions, io: CliIo, progress = p
     return 1;
   }
   bar.stop();
-  io.stdout(formatReport(report));
+  io.stdout(formatReport(report, options.wide));
   if (options.json) {
     writeFile(options.json, `${JSON.stringify(report, null, 2)}\n`);
     io.stdout(`JSON: ${options.json}\n`);
   }
   if (options.chart) {
-    writeFile(options.chart, await renderChartSvg(report));
+    writeFile(options.chart, renderChartSvg(report));
     io.stdout(`Chart: ${options.chart}\n`);
   }
   return 0;
@@ -86,7 +109,7 @@ export async function benchCommand(raw: RawBenchOptions, io: CliIo, progress = p
 export function registerBench(program: Command, io: CliIo): void {
   program
     .command('bench')
-    .description('benchmark guest first touch: pre-faulting vs demand faulting, with a C reference')
+    .description('benchmark guest first touch (pre-faulting vs demand faulting) and exit round trips, with a C reference')
     .option('--sizes <list>', 'region sizes, multiples of 2M (e.g. 64M,256M,1G)', DEFAULTS.sizes)
     .option('--backing <list>', 'anon (4 KiB, nohugepage), thp, gmem (guest_memfd mmap)', DEFAULTS.backing)
     .option('--method <list>', 'demand, kernel (KVM_PRE_FAULT_MEMORY), software, auto, populate', DEFAULTS.method)
@@ -95,8 +118,14 @@ export function registerBench(program: Command, io: CliIo): void {
     .option('--reps <n>', 'measured repetitions per variant', DEFAULTS.reps)
     .option('--warmup <n>', 'unrecorded repetitions before them', DEFAULTS.warmup)
     .option('--json <file>', 'write every figure and the machine facts as JSON')
-    .option('--chart <file.svg>', 'write a bar chart (vega-lite) as SVG')
+    .option('--chart <file.svg>', 'write a bar chart (SVG, 960 px wide)')
+    .option('--wide', 'print every column of the table (the default fits 100 columns)')
     .option('--no-reference', 'do not build and run the C reference')
+    .option('--family <list>', 'benchmark families: first-touch, exits', EXITS_DEFAULTS.family)
+    .option('--exit-guest <list>', 'exits: out (OUT loop), mmio (MMIO read answered)', EXITS_DEFAULTS.exitGuest)
+    .option('--exit-mode <list>', 'exits: sync (run()), async (runAsync()), worker (run() in a worker_thread)', EXITS_DEFAULTS.exitMode)
+    .option('--exit-vcpus <list>', 'exits: vcpu counts', EXITS_DEFAULTS.exitVcpus)
+    .option('--exit-iterations <n>', 'exits: timed round trips per vcpu per repetition', EXITS_DEFAULTS.exitIterations)
     .action(async (options: RawBenchOptions) => {
       io.exitCode = await benchCommand(options, io);
     });

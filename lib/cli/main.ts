@@ -13,6 +13,7 @@ import { Command, CommanderError } from 'commander';
 import { registerCaps } from './caps.js';
 import { registerSelftest } from './selftest.js';
 import { registerBench } from './bench.js';
+import { registerBoot } from './boot.js';
 
 /** Where a command writes, and the exit code it chose. */
 export interface CliIo {
@@ -61,6 +62,7 @@ export function createProgram(io: CliIo): Command {
   // (an action reports its exit code by setting process.exitCode or, to run
   // in-process like the others, by taking `io` and setting io.exitCode).
   registerBench(program, io);
+  registerBoot(program, io);
   // -------------------------------------------------------------------------
 
   return program;

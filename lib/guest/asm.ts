@@ -10,6 +10,7 @@
  *
  * @module
  */
+import { guestArgumentError } from './guest-error.js';
 
 /** The 64-bit general purpose registers, in hardware encoding order. */
 export const REGS64 = [
@@ -149,7 +150,7 @@ const REG_INFO: ReadonlyMap<string, RegInfo> = (() => {
 
 function regInfo(r: unknown): RegInfo {
   const info = typeof r === 'string' ? REG_INFO.get(r) : undefined;
-  if (info === undefined) throw new TypeError(`unknown register ${JSON.stringify(r)}`);
+  if (info === undefined) throw guestArgumentError(`unknown register ${JSON.stringify(r)}`);
   return info;
 }
 
@@ -168,7 +169,7 @@ function isMem(x: unknown): x is Mem {
 function toBigInt(v: Imm, what: string): bigint {
   if (typeof v === 'bigint') return v;
   if (typeof v !== 'number' || !Number.isSafeInteger(v)) {
-    throw new TypeError(`${what} must be an integer (safe number or bigint), got ${String(v)}`);
+    throw guestArgumentError(`${what} must be an integer (safe number or bigint), got ${String(v)}`);
   }
   return BigInt(v);
 }
@@ -182,7 +183,7 @@ function fitWidth(v: Imm, bits: number, what: string): { u: bigint; s: bigint } 
   const b = toBigInt(v, what);
   const lo = -(1n << BigInt(bits - 1));
   const hi = (1n << BigInt(bits)) - 1n;
-  if (b < lo || b > hi) throw new RangeError(`${what} ${b} does not fit in ${bits} bits`);
+  if (b < lo || b > hi) throw guestArgumentError(`${what} ${b} does not fit in ${bits} bits`);
   return { u: BigInt.asUintN(bits, b), s: BigInt.asIntN(bits, b) };
 }
 
@@ -206,7 +207,7 @@ function le(value: bigint, size: number): number[] {
 
 function checkLabelName(name: unknown): string {
   if (typeof name !== 'string' || name.length === 0) {
-    throw new TypeError(`label name must be a non-empty string, got ${JSON.stringify(name)}`);
+    throw guestArgumentError(`label name must be a non-empty string, got ${JSON.stringify(name)}`);
   }
   return name;
 }
@@ -277,7 +278,7 @@ export class Asm {
   /** Define `name` at the current position. Throws on a duplicate name. */
   label(name: string): this {
     checkLabelName(name);
-    if (this.defined.has(name)) throw new Error(`duplicate label "${name}"`);
+    if (this.defined.has(name)) throw guestArgumentError(`duplicate label "${name}"`);
     this.defined.add(name);
     this.items.push({ kind: 'label', name });
     return this;
@@ -319,7 +320,7 @@ export class Asm {
     const out: number[] = [];
     for (let i = 0; i < data.length; i++) {
       const b = data[i]!;
-      if (!Number.isInteger(b) || b < 0 || b > 255) throw new RangeError(`byte ${b} at index ${i} is not 0..255`);
+      if (!Number.isInteger(b) || b < 0 || b > 255) throw guestArgumentError(`byte ${b} at index ${i} is not 0..255`);
       out.push(b);
     }
     return this.emit(out);
@@ -368,9 +369,9 @@ export class Asm {
    */
   align(alignment: number, fill = 0x90): this {
     if (!Number.isInteger(alignment) || alignment < 1 || (alignment & (alignment - 1)) !== 0) {
-      throw new RangeError(`alignment must be a power of two, got ${alignment}`);
+      throw guestArgumentError(`alignment must be a power of two, got ${alignment}`);
     }
-    if (!Number.isInteger(fill) || fill < 0 || fill > 255) throw new RangeError(`fill byte ${fill} is not 0..255`);
+    if (!Number.isInteger(fill) || fill < 0 || fill > 255) throw guestArgumentError(`fill byte ${fill} is not 0..255`);
     this.items.push({ kind: 'align', alignment, fill });
     return this;
   }
@@ -399,18 +400,18 @@ export class Asm {
     } else {
       const m = a.rm;
       const disp = toBigInt(m.disp ?? 0, 'displacement');
-      if (!fitsS32(disp)) throw new RangeError(`displacement ${disp} does not fit in a signed 32-bit field`);
+      if (!fitsS32(disp)) throw guestArgumentError(`displacement ${disp} does not fit in a signed 32-bit field`);
       if (m.scale !== undefined && ![1, 2, 4, 8].includes(m.scale)) {
-        throw new RangeError(`scale must be 1, 2, 4 or 8, got ${String(m.scale)}`);
+        throw guestArgumentError(`scale must be 1, 2, 4 or 8, got ${String(m.scale)}`);
       }
       if (m.scale !== undefined && m.scale !== 1 && m.index === undefined) {
-        throw new TypeError('a scale needs an index register');
+        throw guestArgumentError('a scale needs an index register');
       }
       const ss = [1, 2, 4, 8].indexOf(m.scale ?? 1) << 6;
       if (m.label !== undefined) {
         checkLabelName(m.label);
         if (m.base !== undefined || m.index !== undefined) {
-          throw new TypeError('a RIP-relative (label) operand cannot have a base or index');
+          throw guestArgumentError('a RIP-relative (label) operand cannot have a base or index');
         }
         // mod 00, rm 101 = [rip + disp32] in 64-bit mode.
         tail.push(regField | 0x05);
@@ -420,8 +421,8 @@ export class Asm {
         let index = 4; // 100 with REX.X = 0 means "no index"
         if (m.index !== undefined) {
           const ii = regInfo(m.index);
-          if (ii.bits !== 64) throw new TypeError(`index register must be 64-bit, got ${m.index}`);
-          if (ii.num === 4) throw new TypeError('rsp cannot be an index register');
+          if (ii.bits !== 64) throw guestArgumentError(`index register must be 64-bit, got ${m.index}`);
+          if (ii.num === 4) throw guestArgumentError('rsp cannot be an index register');
           index = ii.num & 7;
           rexX = ii.num >= 8 ? 1 : 0;
         }
@@ -431,7 +432,7 @@ export class Asm {
           tail.push(regField | 0x04, ss | (index << 3) | 0x05, ...le(disp, 4));
         } else {
           const bi = regInfo(m.base);
-          if (bi.bits !== 64) throw new TypeError(`base register must be 64-bit, got ${m.base}`);
+          if (bi.bits !== 64) throw guestArgumentError(`base register must be 64-bit, got ${m.base}`);
           rexB = bi.num >= 8 ? 1 : 0;
           const base = bi.num & 7;
           // rbp/r13 (low bits 101) with mod 00 mean "no base"/RIP, so they always
@@ -470,7 +471,7 @@ export class Asm {
   }
 
   private static sameWidth(a: RegInfo, b: RegInfo, what: string): void {
-    if (a.bits !== b.bits) throw new TypeError(`${what}: operand sizes differ (${a.bits} vs ${b.bits} bits)`);
+    if (a.bits !== b.bits) throw guestArgumentError(`${what}: operand sizes differ (${a.bits} vs ${b.bits} bits)`);
   }
 
   // -- moves ------------------------------------------------------------------
@@ -495,7 +496,7 @@ export class Asm {
         forceRex: needsRexFor8(d) || needsRexFor8(s),
       });
     }
-    if (!isImm(src)) throw new TypeError(`mov: bad source operand ${String(src)}`);
+    if (!isImm(src)) throw guestArgumentError(`mov: bad source operand ${String(src)}`);
     const { u, s } = fitWidth(src, d.bits, 'mov immediate');
     switch (d.bits) {
       case 8:
@@ -538,10 +539,10 @@ export class Asm {
       case 32:
         return this.inst({ opcode: [0xc7], reg: 0, rm: dst, bits, imm: le(u, 4) });
       case 64:
-        if (!fitsS32(s)) throw new RangeError(`store immediate ${s} is not a sign-extended 32-bit value`);
+        if (!fitsS32(s)) throw guestArgumentError(`store immediate ${s} is not a sign-extended 32-bit value`);
         return this.inst({ opcode: [0xc7], reg: 0, rm: dst, bits, imm: le(s, 4) });
       default:
-        throw new RangeError(`bits must be 8, 16, 32 or 64, got ${String(bits)}`);
+        throw guestArgumentError(`bits must be 8, 16, 32 or 64, got ${String(bits)}`);
     }
   }
 
@@ -552,22 +553,22 @@ export class Asm {
   movzx(dst: Reg16 | Reg32 | Reg64, src: Reg8 | Reg16): this {
     const d = regInfo(dst);
     const s = regInfo(src);
-    if (d.bits <= s.bits || d.bits === 8 || s.bits > 16) throw new TypeError(`movzx ${dst}, ${src}: invalid widths`);
+    if (d.bits <= s.bits || d.bits === 8 || s.bits > 16) throw guestArgumentError(`movzx ${dst}, ${src}: invalid widths`);
     return this.inst({ opcode: [0x0f, s.bits === 8 ? 0xb6 : 0xb7], reg: d.num, rm: { reg: s.num }, bits: d.bits, forceRex: needsRexFor8(s) });
   }
 
   /** Zero-extending load of 8 or 16 bits from memory: `movzx dst, byte/word [src]`. */
   loadZx(dst: Reg16 | Reg32 | Reg64, src: Mem, bits: 8 | 16): this {
     const d = regInfo(dst);
-    if (bits !== 8 && bits !== 16) throw new RangeError(`loadZx bits must be 8 or 16, got ${String(bits)}`);
-    if (d.bits <= bits) throw new TypeError(`loadZx ${dst}: destination must be wider than ${bits} bits`);
+    if (bits !== 8 && bits !== 16) throw guestArgumentError(`loadZx bits must be 8 or 16, got ${String(bits)}`);
+    if (d.bits <= bits) throw guestArgumentError(`loadZx ${dst}: destination must be wider than ${bits} bits`);
     return this.inst({ opcode: [0x0f, bits === 8 ? 0xb6 : 0xb7], reg: d.num, rm: src, bits: d.bits });
   }
 
   /** lea: load the effective address of `src` (e.g. a label, RIP-relative). */
   lea(dst: Reg16 | Reg32 | Reg64, src: Mem): this {
     const d = regInfo(dst);
-    if (d.bits === 8) throw new TypeError('lea needs a 16, 32 or 64-bit destination');
+    if (d.bits === 8) throw guestArgumentError('lea needs a 16, 32 or 64-bit destination');
     return this.inst({ opcode: [0x8d], reg: d.num, rm: src, bits: d.bits });
   }
 
@@ -582,7 +583,7 @@ export class Asm {
    */
   private alu(op: number, name: string, dst: Reg | Mem, src: Reg | Mem | Imm): this {
     if (isMem(dst)) {
-      if (!isReg(src)) throw new TypeError(`${name} [mem], src: source must be a register`);
+      if (!isReg(src)) throw guestArgumentError(`${name} [mem], src: source must be a register`);
       const s = regInfo(src);
       return this.inst({ opcode: [op * 8 + (s.bits === 8 ? 0 : 1)], reg: s.num, rm: dst, bits: s.bits, forceRex: needsRexFor8(s) });
     }
@@ -604,7 +605,7 @@ export class Asm {
       return this.inst({ opcode: [0x80], reg: op, rm: { reg: d.num }, bits: 8, forceRex: needsRexFor8(d), imm: le(u, 1) });
     }
     if (d.bits === 64 && !fitsS32(s)) {
-      throw new RangeError(`${name} immediate ${s} is not a sign-extended 32-bit value (load it into a register first)`);
+      throw guestArgumentError(`${name} immediate ${s} is not a sign-extended 32-bit value (load it into a register first)`);
     }
     if (fitsS8(s)) return this.inst({ opcode: [0x83], reg: op, rm: { reg: d.num }, bits: d.bits, imm: le(s, 1) });
     const size = d.bits === 16 ? 2 : 4;
@@ -677,7 +678,7 @@ export class Asm {
       });
     }
     const { u, s } = fitWidth(src, d.bits, 'test immediate');
-    if (d.bits === 64 && !fitsS32(s)) throw new RangeError(`test immediate ${s} is not a sign-extended 32-bit value`);
+    if (d.bits === 64 && !fitsS32(s)) throw guestArgumentError(`test immediate ${s} is not a sign-extended 32-bit value`);
     const size = d.bits === 8 ? 1 : d.bits === 16 ? 2 : 4;
     const imm = le(d.bits === 64 ? s : u, size);
     if (d.num === 0) {
@@ -714,7 +715,7 @@ export class Asm {
   /** imul dst, src: signed multiply, low half kept (16/32/64-bit registers). */
   imul(dst: Reg16 | Reg32 | Reg64, src: Reg16 | Reg32 | Reg64 | Mem): this {
     const d = regInfo(dst);
-    if (d.bits === 8) throw new TypeError('imul needs a 16, 32 or 64-bit destination');
+    if (d.bits === 8) throw guestArgumentError('imul needs a 16, 32 or 64-bit destination');
     if (isReg(src)) {
       const s = regInfo(src);
       Asm.sameWidth(d, s, 'imul');
@@ -729,7 +730,7 @@ export class Asm {
     const w8 = d.bits === 8;
     if (count === 'cl') return this.inst({ opcode: [w8 ? 0xd2 : 0xd3], reg: digit, rm: { reg: d.num }, bits: d.bits, forceRex });
     const max = d.bits === 64 ? 63 : 31;
-    if (!Number.isInteger(count) || count < 0 || count > max) throw new RangeError(`${name} count must be 0..${max}, got ${count}`);
+    if (!Number.isInteger(count) || count < 0 || count > max) throw guestArgumentError(`${name} count must be 0..${max}, got ${count}`);
     // The by-one form is a byte shorter; GNU as picks it as well.
     if (count === 1) return this.inst({ opcode: [w8 ? 0xd0 : 0xd1], reg: digit, rm: { reg: d.num }, bits: d.bits, forceRex });
     return this.inst({ opcode: [w8 ? 0xc0 : 0xc1], reg: digit, rm: { reg: d.num }, bits: d.bits, forceRex, imm: [count] });
@@ -757,11 +758,11 @@ export class Asm {
     if (isImm(src)) {
       const { s } = fitWidth(src, 64, 'push immediate');
       if (fitsS8(s)) return this.emit([0x6a, ...le(s, 1)]);
-      if (!fitsS32(s)) throw new RangeError(`push immediate ${s} is not a sign-extended 32-bit value`);
+      if (!fitsS32(s)) throw guestArgumentError(`push immediate ${s} is not a sign-extended 32-bit value`);
       return this.emit([0x68, ...le(s, 4)]);
     }
     const r = regInfo(src);
-    if (r.bits !== 64) throw new TypeError(`push needs a 64-bit register, got ${src}`);
+    if (r.bits !== 64) throw guestArgumentError(`push needs a 64-bit register, got ${src}`);
     // push/pop default to 64-bit operands in long mode: no REX.W.
     return this.instOpReg(64, 0x50, r, [], true);
   }
@@ -769,7 +770,7 @@ export class Asm {
   /** pop into a 64-bit register. */
   pop(dst: Reg64): this {
     const r = regInfo(dst);
-    if (r.bits !== 64) throw new TypeError(`pop needs a 64-bit register, got ${dst}`);
+    if (r.bits !== 64) throw guestArgumentError(`pop needs a 64-bit register, got ${dst}`);
     return this.instOpReg(64, 0x58, r, [], true);
   }
 
@@ -778,7 +779,7 @@ export class Asm {
   private branch(short: number[] | null, near: number[], label: string, width: BranchWidth | undefined): this {
     checkLabelName(label);
     const w = width ?? this.defaultWidth;
-    if (w === 'short' && short === null) throw new TypeError('this branch has no short form');
+    if (w === 'short' && short === null) throw guestArgumentError('this branch has no short form');
     const useShort = short !== null && w !== 'near';
     this.items.push({ kind: 'branch', short, near, label, width: w, useShort });
     return this;
@@ -792,7 +793,7 @@ export class Asm {
   /** Conditional jump to a label: jcc with any of the 16 conditions. */
   jcc(cond: Condition, label: string, width?: BranchWidth): this {
     const cc = (CONDITIONS as Record<string, number>)[cond];
-    if (cc === undefined) throw new TypeError(`unknown condition ${JSON.stringify(cond)}`);
+    if (cc === undefined) throw guestArgumentError(`unknown condition ${JSON.stringify(cond)}`);
     return this.branch([0x70 + cc], [0x0f, 0x80 + cc], label, width);
   }
 
@@ -864,7 +865,7 @@ export class Asm {
   /** Indirect jmp through a 64-bit register. */
   jmpReg(target: Reg64): this {
     const r = regInfo(target);
-    if (r.bits !== 64) throw new TypeError(`jmpReg needs a 64-bit register, got ${target}`);
+    if (r.bits !== 64) throw guestArgumentError(`jmpReg needs a 64-bit register, got ${target}`);
     // Near indirect jumps are 64-bit by default: no REX.W.
     return this.inst({ opcode: [0xff], reg: 4, rm: { reg: r.num }, bits: 64, noRexW: true });
   }
@@ -872,7 +873,7 @@ export class Asm {
   /** Indirect call through a 64-bit register. */
   callReg(target: Reg64): this {
     const r = regInfo(target);
-    if (r.bits !== 64) throw new TypeError(`callReg needs a 64-bit register, got ${target}`);
+    if (r.bits !== 64) throw guestArgumentError(`callReg needs a 64-bit register, got ${target}`);
     return this.inst({ opcode: [0xff], reg: 2, rm: { reg: r.num }, bits: 64, noRexW: true });
   }
 
@@ -891,21 +892,26 @@ export class Asm {
   /**
    * out port, src: `port` is 'dx' or an 8-bit immediate; `src` is al, ax or
    * eax. At CPL3 this needs IOPL 3 (RFLAGS 0x3002 in our set-up) and then exits to
-   * the host as KVM_EXIT_IO.
+   * the host as KVM_EXIT_IO. Under kvm_pvm that is not enough: it emulates a
+   * CPL3 OUT and checks the I/O permission bitmap of the guest's TSS, so the
+   * port must be allowed there too; `Guest` loads a TSS that allows every
+   * port, and callers setting up vcpus themselves get one from
+   * {@link ioPermissiveTss} (lib/guest/layout.ts). Without it the OUT
+   * triple-faults (a 'shutdown' exit).
    */
   out(port: 'dx' | number, src: 'al' | 'ax' | 'eax'): this {
     const size = src === 'al' ? 8 : src === 'ax' ? 16 : src === 'eax' ? 32 : 0;
-    if (size === 0) throw new TypeError(`out source must be al, ax or eax, got ${String(src)}`);
+    if (size === 0) throw guestArgumentError(`out source must be al, ax or eax, got ${String(src)}`);
     const pre = size === 16 ? [0x66] : [];
     const wide = size === 8 ? 0 : 1;
     if (port === 'dx') return this.emit([...pre, 0xee + wide]);
     return this.emit([...pre, 0xe6 + wide, checkPort8(port)]);
   }
 
-  /** in dst, port: `dst` is al, ax or eax; `port` is 'dx' or an 8-bit immediate. */
+  /** in dst, port: `dst` is al, ax or eax; `port` is 'dx' or an 8-bit immediate. The same I/O permission rules as {@link Asm.out}. */
   in(dst: 'al' | 'ax' | 'eax', port: 'dx' | number): this {
     const size = dst === 'al' ? 8 : dst === 'ax' ? 16 : dst === 'eax' ? 32 : 0;
-    if (size === 0) throw new TypeError(`in destination must be al, ax or eax, got ${String(dst)}`);
+    if (size === 0) throw guestArgumentError(`in destination must be al, ax or eax, got ${String(dst)}`);
     const pre = size === 16 ? [0x66] : [];
     const wide = size === 8 ? 0 : 1;
     if (port === 'dx') return this.emit([...pre, 0xec + wide]);
@@ -916,7 +922,7 @@ export class Asm {
 
   /** nop (one byte), `count` times. */
   nop(count = 1): this {
-    if (!Number.isInteger(count) || count < 0) throw new RangeError(`nop count must be >= 0, got ${count}`);
+    if (!Number.isInteger(count) || count < 0) throw guestArgumentError(`nop count must be >= 0, got ${count}`);
     return this.emit(new Array<number>(count).fill(0x90));
   }
 
@@ -977,7 +983,7 @@ export class Asm {
       if (it.kind === 'bytes') for (const f of it.fixups) if (!this.defined.has(f.label)) undefinedLabels.add(f.label);
     }
     if (undefinedLabels.size > 0) {
-      throw new Error(`undefined label(s): ${[...undefinedLabels].map((l) => `"${l}"`).join(', ')}`);
+      throw guestArgumentError(`undefined label(s): ${[...undefinedLabels].map((l) => `"${l}"`).join(', ')}`);
     }
 
     // Work on copies of the width decisions so link() can be called repeatedly
@@ -1018,7 +1024,7 @@ export class Asm {
         const rel = labels.get(it.label)! - end;
         if (rel < -128 || rel > 127) {
           if (it.width === 'short') {
-            throw new RangeError(`short branch to "${it.label}" is out of rel8 range (${rel} bytes)`);
+            throw guestArgumentError(`short branch to "${it.label}" is out of rel8 range (${rel} bytes)`);
           }
           useShort[i] = false;
           changed = true;
@@ -1040,7 +1046,7 @@ export class Asm {
               dv.setBigUint64(at + f.at, BigInt.asUintN(64, org + BigInt(target) + f.addend), true);
             } else {
               const rel = BigInt(target - (at + f.end)) + f.addend;
-              if (!fitsS32(rel)) throw new RangeError(`RIP-relative reference to "${f.label}" is out of range`);
+              if (!fitsS32(rel)) throw guestArgumentError(`RIP-relative reference to "${f.label}" is out of range`);
               dv.setInt32(at + f.at, Number(rel), true);
             }
           }
@@ -1076,7 +1082,7 @@ export class Asm {
 
 function checkPort8(port: number): number {
   if (!Number.isInteger(port) || port < 0 || port > 255) {
-    throw new RangeError(`an immediate port must be 0..255 (use 'dx' for wider ports), got ${port}`);
+    throw guestArgumentError(`an immediate port must be 0..255 (use 'dx' for wider ports), got ${port}`);
   }
   return port;
 }

@@ -14,9 +14,8 @@ import type { HostMemory } from '../memory.js';
 import type { Vcpu } from '../vcpu.js';
 import type { Vm } from '../vm.js';
 import type { IoExit, VcpuExit } from '../exit.js';
-import type { Segment } from '../regs.js';
 import type { Asm } from './asm.js';
-import { DEFAULT_GUEST_LAYOUT, initialRegs, longModeCpl3Sregs } from './layout.js';
+import { DEFAULT_GUEST_LAYOUT, initialRegs, ioPermissiveTss, longModeCpl3Sregs } from './layout.js';
 import { buildIdentityPageTables, type IdentityRange } from './page-tables.js';
 import { decodeUcall, type Ucall } from './ucall.js';
 
@@ -46,7 +45,9 @@ export type GuestEvent = Ucall | { kind: 'exit'; exit: VcpuExit };
 /** The guest reported an assertion failure (ABORT ucall). */
 export class GuestAbortError extends KvmError {
   constructor(
+    /** The message the guest passed with its ABORT ucall. */
     readonly guestMessage: string,
+    /** The value the guest passed with it. */
     readonly value: bigint,
   ) {
     super(`guest assertion failed: ${guestMessage} (value 0x${value.toString(16)})`, {
@@ -61,7 +62,10 @@ export class GuestAbortError extends KvmError {
 
 /** The guest stopped for something the caller did not expect. */
 export class GuestExitError extends KvmError {
-  constructor(readonly event: GuestEvent) {
+  constructor(
+    /** What stopped the guest. */
+    readonly event: GuestEvent,
+  ) {
     super(`unexpected guest stop: ${describeEvent(event)}`, { code: 'EGUESTEXIT', errno: 0, syscall: 'ioctl', ioctl: 'KVM_RUN', args: { event: describeEvent(event) } });
     this.name = 'GuestExitError';
   }
@@ -78,29 +82,12 @@ function describeEvent(e: GuestEvent): string {
 
 const TABLES_END = DEFAULT_GUEST_LAYOUT.codeGpa;
 
-/** Where the guest's TSS lives: just above the stack. */
-const TSS_GPA = 0x30000n;
-const TSS_IOMAP_OFFSET = 0x68;
-const IOMAP_BYTES = 0x2000;
-
-/**
- * A TSS whose I/O permission bitmap allows every port. kvm_pvm emulates a
- * CPL3 OUT and checks the guest TSS bitmap (it does not honour IOPL), so
- * without this only ports covered by whatever bytes sit at TR.base would
- * exit to userspace; the rest triple-fault. Real KVM ignores the bitmap when
- * IOPL is 3. The bitmap ends with the 0xff byte the architecture requires.
- */
-function ioPermissiveTss(memory: Uint8Array): Segment {
-  const base = Number(TSS_GPA);
-  memory.fill(0, base, base + TSS_IOMAP_OFFSET + IOMAP_BYTES);
-  new DataView(memory.buffer, memory.byteOffset).setUint16(base + 0x66, TSS_IOMAP_OFFSET, true);
-  memory[base + TSS_IOMAP_OFFSET + IOMAP_BYTES] = 0xff;
-  return { base: TSS_GPA, limit: TSS_IOMAP_OFFSET + IOMAP_BYTES, selector: 0x40, type: 11, present: 1, dpl: 0, db: 0, s: 0, l: 0, g: 0, avl: 0, unusable: 0 };
-}
 
 /** A vcpu ready to run a program in 64-bit CPL3 mode. */
 export class Guest implements Disposable {
+  /** The VM the guest runs in. */
   readonly vm: Vm;
+  /** The vcpu running the program. */
   readonly vcpu: Vcpu;
   /** The system memory (tables, code, stack) at gpa 0. */
   readonly memory: HostMemory;

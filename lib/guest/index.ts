@@ -8,3 +8,4 @@ export * from './layout.js';
 export * from './ucall.js';
 export * from './programs.js';
 export * from './guest.js';
+export * from './interrupts.js';

@@ -12,6 +12,7 @@
  */
 
 import type { Segment } from '../regs.js';
+import { guestArgumentError } from './guest-error.js';
 
 /** One segment register (struct kvm_segment), as lib/regs.ts defines it. */
 export type { Segment };
@@ -94,11 +95,11 @@ export interface LongModeSregsOptions {
 
 function big(v: number | bigint, what: string): bigint {
   if (typeof v === 'bigint') {
-    if (v < 0n || v >= 1n << 64n) throw new RangeError(`${what} ${v} is not a 64-bit unsigned value`);
+    if (v < 0n || v >= 1n << 64n) throw guestArgumentError(`${what} ${v} is not a 64-bit unsigned value`);
     return v;
   }
   if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) {
-    throw new TypeError(`${what} must be a non-negative integer (safe number or bigint), got ${String(v)}`);
+    throw guestArgumentError(`${what} must be a non-negative integer (safe number or bigint), got ${String(v)}`);
   }
   return BigInt(v);
 }
@@ -121,7 +122,7 @@ function dataSegment(): Segment {
  */
 export function longModeCpl3Sregs(opts: LongModeSregsOptions): LongModeSregs {
   const cr3 = big(opts.cr3, 'cr3');
-  if (cr3 & 0xfffn) throw new RangeError(`cr3 0x${cr3.toString(16)} is not 4 KiB aligned`);
+  if (cr3 & 0xfffn) throw guestArgumentError(`cr3 0x${cr3.toString(16)} is not 4 KiB aligned`);
   return {
     cs: {
       base: 0n, limit: 0xffffffff, selector: USER_CS_SELECTOR, type: 0xb,
@@ -180,3 +181,53 @@ export const DEFAULT_GUEST_LAYOUT = {
   /** Size of memory covering all of the above. */
   memorySize: 0x200000n,
 } as const;
+
+/** Where Guest puts its TSS: just above the default stack. */
+export const DEFAULT_TSS_GPA = 0x30000n;
+/** Offset of the I/O permission bitmap inside the permissive TSS (right after the 0x68-byte TSS). */
+const TSS_IOMAP_OFFSET = 0x68;
+/** 65,536 ports, one bit each. */
+const IOMAP_BYTES = 0x2000;
+/** Bytes ioPermissiveTss writes: the TSS, the I/O bitmap, and the 0xff byte that ends it. */
+export const IO_PERMISSIVE_TSS_SIZE = TSS_IOMAP_OFFSET + IOMAP_BYTES + 1;
+
+/** Input of {@link ioPermissiveTss}. */
+export interface IoPermissiveTssOptions {
+  /** Guest-physical address of the TSS; default DEFAULT_TSS_GPA. */
+  tssGpa?: number | bigint;
+  /** Guest-physical address of `memory[0]`; default 0. */
+  memoryGpa?: number | bigint;
+}
+
+/**
+ * Writes a 64-bit TSS whose I/O permission bitmap allows every port into
+ * guest memory, and returns the task register to load (`sregs.tr`).
+ *
+ * kvm_pvm emulates a CPL3 `OUT`/`IN` and checks the guest TSS's I/O bitmap
+ * (it does not honour IOPL 3), so without this only the ports covered by
+ * whatever bytes sit at TR.base reach userspace; the rest triple-fault.
+ * Real KVM with IOPL 3 ignores the bitmap. `Guest` calls this itself; call
+ * it when you set up vcpus yourself, e.g.
+ * `vcpu.setSregs({ ...longModeCpl3Sregs({ cr3 }), tr: ioPermissiveTss(memory.bytes) })`.
+ * The memory from `tssGpa` for IO_PERMISSIVE_TSS_SIZE bytes is overwritten.
+ */
+export function ioPermissiveTss(memory: Uint8Array, options: IoPermissiveTssOptions = {}): Segment {
+  if (!(memory instanceof Uint8Array)) throw guestArgumentError('ioPermissiveTss: memory must be a Uint8Array');
+  const tssGpa = big(options.tssGpa ?? DEFAULT_TSS_GPA, 'tssGpa');
+  const memoryGpa = big(options.memoryGpa ?? 0n, 'memoryGpa');
+  const offset = tssGpa - memoryGpa;
+  if (offset < 0n || offset + BigInt(IO_PERMISSIVE_TSS_SIZE) > BigInt(memory.length)) {
+    throw guestArgumentError(
+      `ioPermissiveTss: the TSS at 0x${tssGpa.toString(16)} (${IO_PERMISSIVE_TSS_SIZE} bytes) is not inside the memory given (0x${memoryGpa.toString(16)}, ${memory.length} bytes)`,
+      { tssGpa, memoryGpa, size: memory.length },
+    );
+  }
+  const base = Number(offset);
+  memory.fill(0, base, base + IO_PERMISSIVE_TSS_SIZE - 1);
+  new DataView(memory.buffer, memory.byteOffset, memory.byteLength).setUint16(base + 0x66, TSS_IOMAP_OFFSET, true);
+  memory[base + IO_PERMISSIVE_TSS_SIZE - 1] = 0xff;
+  return {
+    base: tssGpa, limit: IO_PERMISSIVE_TSS_SIZE - 1, selector: TSS_SELECTOR, type: 11,
+    present: 1, dpl: 0, db: 0, s: 0, l: 0, g: 0, avl: 0, unusable: 0,
+  };
+}

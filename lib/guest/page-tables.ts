@@ -9,6 +9,7 @@
  *
  * @module
  */
+import { guestArgumentError } from './guest-error.js';
 
 /** Page size of one mapped range. */
 export type PageSize = '4k' | '2m';
@@ -92,7 +93,7 @@ const TABLE_FLAGS = PTE_PRESENT | PTE_WRITABLE | PTE_USER;
 function big(v: number | bigint, what: string): bigint {
   if (typeof v === 'bigint') return v;
   if (typeof v !== 'number' || !Number.isSafeInteger(v)) {
-    throw new TypeError(`${what} must be an integer (safe number or bigint), got ${String(v)}`);
+    throw guestArgumentError(`${what} must be an integer (safe number or bigint), got ${String(v)}`);
   }
   return BigInt(v);
 }
@@ -119,37 +120,37 @@ interface NormRange {
  */
 export function buildIdentityPageTables(opts: BuildIdentityPageTablesOptions): PageTablesResult {
   const { memory } = opts;
-  if (!(memory instanceof Uint8Array)) throw new TypeError('memory must be a Uint8Array');
+  if (!(memory instanceof Uint8Array)) throw guestArgumentError('memory must be a Uint8Array');
   const memGpa = big(opts.memoryGpa, 'memoryGpa');
   const tablesGpa = big(opts.tablesGpa, 'tablesGpa');
   const memEnd = memGpa + BigInt(memory.byteLength);
-  if (memGpa < 0n) throw new RangeError(`memoryGpa must be >= 0, got ${memGpa}`);
-  if (tablesGpa % SIZE_4K !== 0n) throw new RangeError(`tablesGpa 0x${tablesGpa.toString(16)} is not 4 KiB aligned`);
+  if (memGpa < 0n) throw guestArgumentError(`memoryGpa must be >= 0, got ${memGpa}`);
+  if (tablesGpa % SIZE_4K !== 0n) throw guestArgumentError(`tablesGpa 0x${tablesGpa.toString(16)} is not 4 KiB aligned`);
   if (tablesGpa < memGpa || tablesGpa >= memEnd) {
-    throw new RangeError(
+    throw guestArgumentError(
       `tablesGpa 0x${tablesGpa.toString(16)} is outside memory [0x${memGpa.toString(16)}, 0x${memEnd.toString(16)})`,
     );
   }
   const available = opts.tablesSize === undefined ? memEnd - tablesGpa : big(opts.tablesSize, 'tablesSize');
   if (available < 0n || tablesGpa + available > memEnd) {
-    throw new RangeError(`tablesSize ${available} reaches past the end of memory`);
+    throw guestArgumentError(`tablesSize ${available} reaches past the end of memory`);
   }
 
   const ranges: NormRange[] = opts.ranges.map((r, i) => {
     const gpa = big(r.gpa, `ranges[${i}].gpa`);
     const size = big(r.size, `ranges[${i}].size`);
     if (r.pageSize !== '4k' && r.pageSize !== '2m') {
-      throw new TypeError(`ranges[${i}].pageSize must be '4k' or '2m', got ${JSON.stringify(r.pageSize)}`);
+      throw guestArgumentError(`ranges[${i}].pageSize must be '4k' or '2m', got ${JSON.stringify(r.pageSize)}`);
     }
     const step = r.pageSize === '2m' ? SIZE_2M : SIZE_4K;
-    if (size <= 0n) throw new RangeError(`ranges[${i}].size must be > 0, got ${size}`);
+    if (size <= 0n) throw guestArgumentError(`ranges[${i}].size must be > 0, got ${size}`);
     if (gpa < 0n || gpa % step !== 0n || size % step !== 0n) {
-      throw new RangeError(
+      throw guestArgumentError(
         `ranges[${i}] (gpa 0x${gpa.toString(16)}, size 0x${size.toString(16)}) is not ${r.pageSize} aligned`,
       );
     }
     if (gpa + size > IDENTITY_MAP_LIMIT) {
-      throw new RangeError(
+      throw guestArgumentError(
         `ranges[${i}] ends at 0x${(gpa + size).toString(16)}, above the 4-level identity-map limit 2^47`,
       );
     }
@@ -173,7 +174,7 @@ export function buildIdentityPageTables(opts: BuildIdentityPageTablesOptions): P
       if (r.step === SIZE_4K) pts.add(region);
       else large.add(region);
       if (pts.has(region) && large.has(region)) {
-        throw new Error(
+        throw guestArgumentError(
           `the 2 MiB region at 0x${(region * SIZE_2M).toString(16)} is mapped with both 4k and 2m pages`,
         );
       }
@@ -182,7 +183,7 @@ export function buildIdentityPageTables(opts: BuildIdentityPageTablesOptions): P
   const tablesNeeded = 1 + pdpts.size + pds.size + pts.size;
   const bytesNeeded = BigInt(tablesNeeded) * BigInt(PAGE_TABLE_BYTES);
   if (bytesNeeded > available) {
-    throw new RangeError(
+    throw guestArgumentError(
       `page tables need ${bytesNeeded} bytes (${tablesNeeded} tables of 4 KiB) at 0x${tablesGpa.toString(16)}, ` +
         `but only ${available} bytes are available`,
     );

@@ -57,13 +57,17 @@ export interface PreFaultOptions {
 
 /** Leaves mapped, by level. */
 export interface PreFaultLevels {
+  /** Leaves mapped with 4 KiB pages. */
   '4k': number;
+  /** Leaves mapped with 2 MiB pages. */
   '2m': number;
+  /** Leaves mapped with 1 GiB pages. */
   '1g': number;
 }
 
 /** What a pre-fault did. */
 export interface PreFaultResult {
+  /** The engine that did the work ('kernel' or 'software'). */
   engine: PreFaultEngineName;
   /** Why this engine was used. */
   reason: string;
@@ -73,12 +77,14 @@ export interface PreFaultResult {
   remaining: { gpa: bigint; size: bigint };
   /** Steps issued (kernel: ioctls). */
   calls: number;
+  /** Steps retried after EINTR (a signal) and EAGAIN (a memslot change). */
   retries: { eintr: number; eagain: number };
   /**
    * New leaves by level: from the software MMU, or from the VM's pages_4k /
    * pages_2m / pages_1g statistics for the kernel engine.
    */
   levels: PreFaultLevels;
+  /** Wall-clock duration of the whole pre-fault, in nanoseconds. */
   durationNs: bigint;
 }
 

@@ -1,22 +1,33 @@
 #!/bin/sh
-# Build scripts/bench/reference.c into .cache/bench/reference (ignored by git),
-# only when the source (or this script) is newer than the binary. Prints the
-# binary's path on stdout.
+# Build scripts/bench/reference.c into the user's cache directory, not into
+# the package (which may sit read-only in node_modules):
+#   $NODE_KVM_CACHE_DIR, else $XDG_CACHE_HOME/node-kvm, else ~/.cache/node-kvm,
+# under bench/reference-<checksum of the source and this script>, so
+# different versions of the package never share a stale binary. Builds only
+# when that file is missing. Prints the binary's path on stdout.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../.." && pwd)
 src="$here/reference.c"
-out_dir="$root/.cache/bench"
-out="$out_dir/reference"
+if [ -n "${NODE_KVM_CACHE_DIR:-}" ]; then
+    cache=$NODE_KVM_CACHE_DIR
+elif [ -n "${XDG_CACHE_HOME:-}" ]; then
+    cache=$XDG_CACHE_HOME/node-kvm
+elif [ -n "${HOME:-}" ]; then
+    cache=$HOME/.cache/node-kvm
+else
+    cache=${TMPDIR:-/tmp}/node-kvm-$(id -u)
+fi
+out_dir="$cache/bench"
+sum=$(cat "$src" "$here/build-reference.sh" | cksum | cut -d' ' -f1)
+out="$out_dir/reference-$sum"
 cc=${CC:-gcc}
 
-if ! command -v "$cc" >/dev/null 2>&1; then
-    echo "build-reference.sh: '$cc' not found; install gcc (apt-get install gcc) or set CC" >&2
-    exit 1
-fi
-
-if [ ! -x "$out" ] || [ "$src" -nt "$out" ] || [ "$here/build-reference.sh" -nt "$out" ]; then
+if [ ! -x "$out" ]; then
+    if ! command -v "$cc" >/dev/null 2>&1; then
+        echo "build-reference.sh: '$cc' not found; install gcc (apt-get install gcc) or set CC" >&2
+        exit 1
+    fi
     mkdir -p "$out_dir"
     tmp="$out.tmp.$$"
     if ! "$cc" -std=c11 -O2 -Wall -Wextra -Werror -pthread -o "$tmp" "$src"; then

@@ -11,6 +11,11 @@
  *             [--threads N] [--access write|read] [--populate-access write|read]
  *             [--reps R] [--warmup W] [--timeout S]
  *   reference --memset --size BYTES [--backing anon|thp] [--reps R] [--warmup W]
+ *   reference --exits out|mmio [--vcpus N] [--threads 1|N] [--iterations K]
+ *             [--reps R] [--warmup W] [--timeout S]
+ *
+ * --exits measures the exit round trip instead (see "exits" below): a guest
+ * doing OUT (or an MMIO read the host answers) in a loop, re-entered at once.
  *
  * Prints one JSON object per repetition on stdout (JSON lines); W warm-up
  * repetitions run first and are not printed. Each repetition uses a fresh VM.
@@ -157,7 +162,12 @@ struct options {
 	int reps;
 	int warmup;
 	unsigned timeout_s;
+	int exits;		/* 0: first-touch bench; EXITS_OUT / EXITS_MMIO */
+	int vcpus;
+	int iterations;
 };
+
+enum { EXITS_OUT = 1, EXITS_MMIO = 2 };
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -240,7 +250,9 @@ static void usage(void)
 	      "                 --method demand|populate|prefault-kernel\n"
 	      "                 [--threads N] [--access write|read] [--populate-access write|read]\n"
 	      "                 [--reps R] [--warmup W] [--timeout S]\n"
-	      "       reference --memset --size BYTES [--backing anon|thp] [--reps R] [--warmup W]\n",
+	      "       reference --memset --size BYTES [--backing anon|thp] [--reps R] [--warmup W]\n"
+	      "       reference --exits out|mmio [--vcpus N] [--threads 1|N] [--iterations K]\n"
+	      "                 [--reps R] [--warmup W] [--timeout S]\n",
 	      stderr);
 	exit(2);
 }
@@ -248,7 +260,7 @@ static void usage(void)
 static struct options parse_args(int argc, char **argv)
 {
 	struct options o = { .backing = BACKING_ANON, .method = METHOD_DEMAND,
-			     .threads = 1, .reps = 1, .timeout_s = 300 };
+			     .threads = 1, .reps = 1, .timeout_s = 300, .vcpus = 1, .iterations = 20000 };
 	bool have_method = false;
 	int populate_access = -1;	/* -1: follow --access */
 	for (int i = 1; i < argc; i++) {
@@ -282,8 +294,24 @@ static struct options parse_args(int argc, char **argv)
 			o.warmup = atoi(v);
 		else if (!strcmp(a, "--timeout"))
 			o.timeout_s = (unsigned)atoi(v);
+		else if (!strcmp(a, "--exits")) {
+			o.exits = 1 + lookup(v, (const char *const[]){ "out", "mmio" }, 2, "exits guest");
+			have_method = true;
+		} else if (!strcmp(a, "--vcpus"))
+			o.vcpus = atoi(v);
+		else if (!strcmp(a, "--iterations"))
+			o.iterations = atoi(v);
 		else
 			usage();
+	}
+	if (o.exits) {
+		if (o.vcpus < 1 || o.vcpus > 64)
+			die("--vcpus must be 1..64");
+		if (o.threads != 1 && o.threads != o.vcpus)
+			die("--threads must be 1 (one thread runs every vcpu in turn) or --vcpus (a thread per vcpu)");
+		if (o.iterations < 1 || o.reps < 1 || o.warmup < 0)
+			die("--iterations and --reps must be at least 1, --warmup at least 0");
+		return o;
 	}
 	if (!have_method || !o.size)
 		usage();
@@ -552,6 +580,180 @@ static void run_pass(int vcpu, struct kvm_run *run, const char *pass)
 	}
 }
 
+/* ---- exits: the exit round trip ------------------------------------------
+ *
+ * One VM with --vcpus vcpus running the same guest in the system region's
+ * code page: OUT to IO_PORT in a loop ("out"), or a 4-byte MMIO read of
+ * EXITS_MMIO_GPA (identity mapped, no memslot) in a loop ("mmio"), for which
+ * the host writes the value the guest loads. Every exit is answered and the
+ * vcpu re-entered at once. With --threads 1 one thread runs the vcpus in
+ * turn (one round trip each per round); with --threads N each vcpu has its
+ * own thread. Each repetition does 200 unrecorded round trips per vcpu, then
+ * --iterations timed ones per vcpu, and prints
+ *
+ *   {"family":"exits","guest":"out","vcpus":N,"threads":T,"rep":i,
+ *    "iterations":K,"exits":N*K,"elapsedNs":...,"nsPerExit":...,
+ *    "p10Ns":...,"p25Ns":...,"p50Ns":...}
+ *
+ * nsPerExit = elapsedNs / (N*K): wall time per exit over all vcpus. Each
+ * round trip is also timed on its own: pXXNs are percentiles of those, over
+ * all vcpus (the low ones are the least disturbed by other work).
+ */
+
+#define EXITS_MMIO_GPA UINT64_C(0xd0000000)
+#define EXITS_WARM 200
+
+static size_t emit_exits_guest(uint8_t *code, int guest)
+{
+	uint8_t *p = code;
+	const uint8_t out_loop[] = {
+		0x66, 0xba, IO_PORT & 0xff, IO_PORT >> 8,	/* mov dx, IO_PORT */
+		0xef,					/* loop: out dx, eax */
+		0xeb, 0xfd,				/* jmp loop */
+	};
+	const uint8_t mmio_loop[] = {
+		0xbb, 0x00, 0x00, 0x00, 0xd0,		/* mov ebx, EXITS_MMIO_GPA */
+		0x8b, 0x03,				/* loop: mov eax, [rbx] */
+		0xeb, 0xfc,				/* jmp loop */
+	};
+	static_assert(EXITS_MMIO_GPA == 0xd0000000, "mmio_loop encodes the address");
+	if (guest == EXITS_OUT) {
+		memcpy(p, out_loop, sizeof(out_loop));
+		p += sizeof(out_loop);
+	} else {
+		memcpy(p, mmio_loop, sizeof(mmio_loop));
+		p += sizeof(mmio_loop);
+	}
+	return (size_t)(p - code);
+}
+
+struct exits_vcpu {
+	int fd;
+	struct kvm_run *run;
+	int guest;
+	int iterations;
+	uint64_t *lat;		/* per round trip ns, iterations entries */
+	pthread_t thread;
+};
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* One KVM_RUN and the answer to its exit */
+static void exits_round_trip(struct exits_vcpu *v)
+{
+	for (;;) {
+		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
+			if (errno == EINTR && !timed_out)
+				continue;
+			die("exits: KVM_RUN: %s", timed_out ? "timed out" : strerror(errno));
+		}
+		struct kvm_run *run = v->run;
+		if (run->exit_reason == KVM_EXIT_INTR)
+			continue;
+		if (v->guest == EXITS_OUT && run->exit_reason == KVM_EXIT_IO &&
+		    run->io.port == IO_PORT && run->io.direction == KVM_EXIT_IO_OUT)
+			return;
+		if (v->guest == EXITS_MMIO && run->exit_reason == KVM_EXIT_MMIO && !run->mmio.is_write &&
+		    run->mmio.phys_addr == EXITS_MMIO_GPA) {
+			uint32_t value = 0x12345678;
+			memcpy(run->mmio.data, &value, sizeof(value));
+			return;
+		}
+		die("exits: unexpected exit reason %u", run->exit_reason);
+	}
+}
+
+static void *exits_thread(void *arg)
+{
+	struct exits_vcpu *v = arg;
+	for (int i = 0; i < v->iterations; i++) {
+		uint64_t t = now_ns();
+		exits_round_trip(v);
+		v->lat[i] = now_ns() - t;
+	}
+	return NULL;
+}
+
+static void exits_once(const struct options *o, int kvm, const struct kvm_cpuid2 *cpuid, int run_size, int rep)
+{
+	int vm = ioctl(kvm, KVM_CREATE_VM, 0);
+	if (vm < 0)
+		die_errno("KVM_CREATE_VM");
+	uint8_t *sys = mmap(NULL, SYS_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (sys == MAP_FAILED)
+		die_errno("mmap system region");
+	build_system(sys, 0, false);
+	emit_exits_guest(sys + CODE_GPA, o->exits);
+	struct kvm_userspace_memory_region slot0 = {
+		.slot = 0, .guest_phys_addr = 0, .memory_size = SYS_SIZE, .userspace_addr = (uintptr_t)sys
+	};
+	if (xioctl(vm, KVM_SET_USER_MEMORY_REGION, &slot0))
+		die_errno("KVM_SET_USER_MEMORY_REGION slot 0");
+	struct exits_vcpu vcpus[64];
+	for (int i = 0; i < o->vcpus; i++) {
+		struct exits_vcpu *v = &vcpus[i];
+		v->fd = ioctl(vm, KVM_CREATE_VCPU, i);
+		if (v->fd < 0)
+			die_errno("KVM_CREATE_VCPU");
+		v->run = mmap(NULL, (size_t)run_size, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd, 0);
+		if (v->run == MAP_FAILED)
+			die_errno("mmap kvm_run");
+		set_vcpu_state(v->fd, cpuid);
+		v->guest = o->exits;
+		v->iterations = o->iterations;
+		v->lat = calloc((size_t)o->iterations, sizeof(uint64_t));
+		if (!v->lat)
+			die("out of memory");
+		for (int w = 0; w < EXITS_WARM; w++)
+			exits_round_trip(v);
+	}
+	uint64_t t0 = now_ns();
+	if (o->threads == 1) {
+		for (int i = 0; i < o->iterations; i++)
+			for (int c = 0; c < o->vcpus; c++) {
+				uint64_t t = now_ns();
+				exits_round_trip(&vcpus[c]);
+				vcpus[c].lat[i] = now_ns() - t;
+			}
+	} else {
+		for (int c = 0; c < o->vcpus; c++)
+			if ((errno = pthread_create(&vcpus[c].thread, NULL, exits_thread, &vcpus[c])))
+				die_errno("pthread_create");
+		for (int c = 0; c < o->vcpus; c++)
+			pthread_join(vcpus[c].thread, NULL);
+	}
+	uint64_t elapsed = now_ns() - t0;
+	uint64_t exits = (uint64_t)o->vcpus * (uint64_t)o->iterations;
+	uint64_t *all = malloc(exits * sizeof(uint64_t));
+	if (!all)
+		die("out of memory");
+	for (int c = 0; c < o->vcpus; c++) {
+		memcpy(all + (size_t)c * (size_t)o->iterations, vcpus[c].lat, (size_t)o->iterations * sizeof(uint64_t));
+		free(vcpus[c].lat);
+	}
+	qsort(all, exits, sizeof(uint64_t), cmp_u64);
+	uint64_t p10 = all[(exits - 1) / 10], p25 = all[(exits - 1) / 4], p50 = all[(exits - 1) / 2];
+	free(all);
+	for (int i = 0; i < o->vcpus; i++) {
+		munmap(vcpus[i].run, (size_t)run_size);
+		close(vcpus[i].fd);
+	}
+	close(vm);
+	munmap(sys, SYS_SIZE);
+	if (rep < 0)
+		return;
+	printf("{\"family\":\"exits\",\"guest\":\"%s\",\"vcpus\":%d,\"threads\":%d,\"rep\":%d,"
+	       "\"iterations\":%d,\"exits\":%" PRIu64 ",\"elapsedNs\":%" PRIu64 ",\"nsPerExit\":%.1f,"
+	       "\"p10Ns\":%" PRIu64 ",\"p25Ns\":%" PRIu64 ",\"p50Ns\":%" PRIu64 "}\n",
+	       o->exits == EXITS_OUT ? "out" : "mmio", o->vcpus, o->threads, rep, o->iterations, exits,
+	       elapsed, (double)elapsed / (double)exits, p10, p25, p50);
+	fflush(stdout);
+}
+
 /* ---- one repetition ----------------------------------------------------- */
 
 struct result {
@@ -795,6 +997,17 @@ int main(int argc, char **argv)
 	if (run_size < 0)
 		die_errno("KVM_GET_VCPU_MMAP_SIZE");
 	struct kvm_cpuid2 *cpuid = supported_cpuid(kvm);
+
+	if (o.exits) {
+		for (int i = -o.warmup; i < o.reps; i++) {
+			alarm(o.timeout_s);
+			exits_once(&o, kvm, cpuid, run_size, i);
+			alarm(0);
+		}
+		free(cpuid);
+		close(kvm);
+		return 0;
+	}
 
 	for (int i = -o.warmup; i < o.reps; i++) {
 		alarm(o.timeout_s);

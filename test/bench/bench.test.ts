@@ -15,6 +15,7 @@ import { expandVariants, referenceSpec } from '../../lib/bench/variants.js';
 import { median, summarize } from '../../lib/bench/stats.js';
 import { completeRep } from '../../lib/bench/metrics.js';
 import { formatTable } from '../../lib/bench/report.js';
+import { autoCostGoals, type VariantResult } from '../../lib/bench/run.js';
 import type { BenchReport } from '../../lib/bench/run.js';
 import { describeKvm } from '../support/kvm.js';
 
@@ -92,6 +93,9 @@ describe('bench arguments', () => {
       reps: 5,
       warmup: 1,
       reference: true,
+      wide: false,
+      families: ['first-touch', 'exits'],
+      exits: { guests: ['out', 'mmio'], modes: ['sync', 'async', 'worker'], vcpus: [1, 2], iterations: 5000 },
     });
     expect(DEFAULTS.sizes).toBe('256M');
     const r = resolveOptions({ sizes: '4M', method: 'auto,demand', threads: '2,1,2', access: 'read,write', reps: '1', warmup: '0', reference: false, json: 'x.json', chart: 'x.svg' });
@@ -141,6 +145,26 @@ describe('bench plan', () => {
   });
 });
 
+describe('auto against the engine it picked', () => {
+  const side = (prep: number, total: number, engine?: string) => ({
+    status: 'ok' as const,
+    reps: [{ prefault: engine ? { engine } : undefined }],
+    summary: { prepNs: { median: prep, min: prep * 0.9, max: prep, n: 1 }, totalNsPerPage: { median: total, min: total, max: total, n: 1 } },
+  });
+  const variant = (method: string, threads: number, node: unknown) =>
+    ({ kind: 'guest', backing: 'thp', method, threads, access: 'write', sizeBytes: 256 * M, label: `thp ${method} t${threads}`, node }) as unknown as VariantResult;
+
+  it('compares auto with the explicit variant of the same engine and threads', () => {
+    const goals = autoCostGoals([variant('software', 1, side(30, 200)), variant('software', 2, side(33, 180)), variant('auto', 2, side(40, 190, 'software'))]);
+    expect(goals).toEqual([
+      expect.objectContaining({ engine: 'software', threads: 2, explicit: 'thp software t2', prepRatio: 1.212, totalRatio: 1.056, met: false }),
+    ]);
+    expect(autoCostGoals([variant('software', 2, side(33, 180)), variant('auto', 2, side(33.3, 181, 'software'))])[0]).toMatchObject({ met: true });
+    // No explicit counterpart measured: nothing to compare.
+    expect(autoCostGoals([variant('auto', 2, side(40, 190, 'software'))])).toEqual([]);
+  });
+});
+
 describe('bench command line', () => {
   it('reports bad values as usage errors (exit 2) before touching KVM', async () => {
     for (const [args, message] of [
@@ -173,12 +197,18 @@ describeKvm('bench run (tiny)', () => {
     const svg = join(dir, 'out', 'bench.svg');
     const io = capture();
     const code = await main(
-      ['bench', '--sizes', '4M', '--backing', 'anon,thp', '--method', 'demand,kernel,auto', '--threads', '1', '--reps', '1', '--warmup', '0', '--json', json, '--chart', svg],
+      ['bench', '--sizes', '4M', '--backing', 'anon,thp', '--method', 'demand,kernel,auto', '--threads', '1', '--reps', '1', '--warmup', '0', '--family', 'first-touch', '--json', json, '--chart', svg],
       io,
     );
     expect(code, io.err()).toBe(0);
     expect(io.out()).toMatch(/^variant +prep ms +1st ms/m);
     expect(io.out()).toContain('anon auto');
+    // Results, not our acceptance goals; the table and the lines fit 100 columns.
+    expect(io.out()).not.toMatch(/target|not met/i);
+    for (const line of io.out().split('\n')) expect(line.length, line).toBeLessThanOrEqual(100);
+    expect(io.out()).toMatch(/auto \(pre-fault\) vs demand faulting/);
+    // Without a terminal: one progress line per finished variant on stderr.
+    expect(io.err().split('\n').filter((l) => /^bench: \d+\/8 /.test(l))).toHaveLength(8);
 
     const report = JSON.parse(readFileSync(json, 'utf8')) as BenchReport;
     expect(report.schema).toBe('node-kvm-bench/1');
@@ -229,9 +259,19 @@ describeKvm('bench run (tiny)', () => {
     expect(report.goals.autoVsDemand.map((g) => [g.backing, g.target])).toEqual([['anon', 4], ['thp', 30]]);
     expect(report.goals.autoVsDemand[0]).toMatchObject({ firstPassSpeedup: expect.any(Number), totalSpeedup: expect.any(Number), met: expect.any(Boolean) });
     expect(report.goals.nodeVsC.target).toBe(1.05);
+    expect(report.goals.autoVsExplicit.target).toBe(1.02);
 
     const chart = readFileSync(svg, 'utf8');
     expect(chart.startsWith('<svg')).toBe(true);
     expect(chart).toContain('anon demand');
+    expect(chart).toContain('node-kvm first pass');
+    expect(Number(/^<svg[^>]* width="(\d+)"/.exec(chart)![1])).toBeLessThanOrEqual(1000);
+    for (const m of chart.matchAll(/font-size="(\d+)"/g)) expect(Number(m[1])).toBeGreaterThanOrEqual(11);
+  });
+
+  it('--wide prints every column', async () => {
+    const io = capture();
+    expect(await main(['bench', '--sizes', '2M', '--backing', 'anon', '--method', 'demand', '--reps', '1', '--warmup', '0', '--no-reference', '--wide'], io), io.err()).toBe(0);
+    expect(io.out()).toMatch(/^variant +prep ms +1st ms +2nd ms +total ns\/pg +min-max +1st ns\/pg +exits +pf +VM 4k\/2m +pre-fault +C ns\/pg/m);
   });
 });

@@ -67,7 +67,7 @@ describe('exit decoding', () => {
     expect(decodeExit(run(17, (v) => { v.setUint32(32, 1, true); v.setUint32(36, 1, true); v.setBigUint64(40, 5n, true); }))).toMatchObject({ reason: 'internal-error', suberror: 1, data: [5n] });
     expect(decodeExit(run(8, () => {}))).toMatchObject({ reason: 'shutdown', code: 8 });
     expect(decodeExit(run(5, () => {}))).toMatchObject({ reason: 'hlt' });
-    expect(decodeExit(run(9999, () => {}))).toMatchObject({ reason: 'unknown-9999' });
+    expect(decodeExit(run(9999, () => {}))).toMatchObject({ reason: 'unknown', code: 9999 });
   });
 });
 

@@ -1,3 +1,4 @@
+import { KvmError } from '../../lib/errors.js';
 import { describe, it, expect } from 'vitest';
 import { Asm, mem, type Condition } from '../../lib/guest/asm.js';
 
@@ -54,13 +55,13 @@ describe('mov reg, imm (shortest encoding)', () => {
   ]);
 
   it('rejects immediates that do not fit', () => {
-    expect(() => new Asm().mov('rax', 1n << 64n)).toThrow(RangeError);
-    expect(() => new Asm().mov('rax', -(1n << 63n) - 1n)).toThrow(RangeError);
-    expect(() => new Asm().mov('eax', 0x1_0000_0000)).toThrow(RangeError);
-    expect(() => new Asm().mov('al', 256)).toThrow(RangeError);
-    expect(() => new Asm().mov('al', -129)).toThrow(RangeError);
-    expect(() => new Asm().mov('eax', 1.5)).toThrow(TypeError);
-    expect(() => new Asm().mov('eax', Number.MAX_SAFE_INTEGER + 1)).toThrow(TypeError);
+    expect(() => new Asm().mov('rax', 1n << 64n)).toThrow(KvmError);
+    expect(() => new Asm().mov('rax', -(1n << 63n) - 1n)).toThrow(KvmError);
+    expect(() => new Asm().mov('eax', 0x1_0000_0000)).toThrow(KvmError);
+    expect(() => new Asm().mov('al', 256)).toThrow(KvmError);
+    expect(() => new Asm().mov('al', -129)).toThrow(KvmError);
+    expect(() => new Asm().mov('eax', 1.5)).toThrow(KvmError);
+    expect(() => new Asm().mov('eax', Number.MAX_SAFE_INTEGER + 1)).toThrow(KvmError);
   });
 
   it('accepts the extreme 64-bit values', () => {
@@ -88,8 +89,8 @@ describe('mov reg, reg', () => {
   ]);
 
   it('rejects mixed widths and unknown registers', () => {
-    expect(() => new Asm().mov('rax', 'ebx')).toThrow(TypeError);
-    expect(() => new Asm().mov('al', 'ax')).toThrow(TypeError);
+    expect(() => new Asm().mov('rax', 'ebx')).toThrow(KvmError);
+    expect(() => new Asm().mov('al', 'ax')).toThrow(KvmError);
     // A JavaScript caller can pass anything; ah..bh are deliberately absent.
     expect(() => new Asm().mov('ah' as 'al', 'bl')).toThrow(/unknown register/);
   });
@@ -148,13 +149,13 @@ describe('loads: [base + index*scale + disp] addressing', () => {
   it('rejects impossible operands', () => {
     expect(() => new Asm().load('rax', { base: 'rbx', index: 'rsp' as 'rax' })).toThrow(/rsp cannot be an index/);
     expect(() => new Asm().load('rax', { base: 'ebx' as 'rbx' })).toThrow(/base register must be 64-bit/);
-    expect(() => new Asm().load('rax', mem('rbx', 0x8000_0000))).toThrow(RangeError);
-    expect(() => new Asm().load('rax', mem('rbx', -0x8000_0001))).toThrow(RangeError);
+    expect(() => new Asm().load('rax', mem('rbx', 0x8000_0000))).toThrow(KvmError);
+    expect(() => new Asm().load('rax', mem('rbx', -0x8000_0001))).toThrow(KvmError);
     expect(() => new Asm().load('rax', { base: 'rbx', scale: 4 })).toThrow(/needs an index/);
-    expect(() => new Asm().load('rax', { base: 'rbx', index: 'rcx', scale: 3 as 4 })).toThrow(RangeError);
+    expect(() => new Asm().load('rax', { base: 'rbx', index: 'rcx', scale: 3 as 4 })).toThrow(KvmError);
     expect(() => new Asm().load('rax', { label: 'x', base: 'rbx' })).toThrow(/RIP-relative/);
-    expect(() => new Asm().loadZx('ax', { base: 'rbx' }, 16)).toThrow(TypeError);
-    expect(() => new Asm().movzx('ax', 'bx')).toThrow(TypeError);
+    expect(() => new Asm().loadZx('ax', { base: 'rbx' }, 16)).toThrow(KvmError);
+    expect(() => new Asm().movzx('ax', 'bx')).toThrow(KvmError);
   });
 });
 
@@ -179,9 +180,9 @@ describe('stores', () => {
   ]);
 
   it('rejects a 64-bit immediate that is not a sign-extended imm32', () => {
-    expect(() => new Asm().storeImm({ base: 'rax' }, 0x8000_0000, 64)).toThrow(RangeError);
-    expect(() => new Asm().storeImm({ base: 'rax' }, 0x1_0000_0000n, 64)).toThrow(RangeError);
-    expect(() => new Asm().storeImm({ base: 'rax' }, 256, 8)).toThrow(RangeError);
+    expect(() => new Asm().storeImm({ base: 'rax' }, 0x8000_0000, 64)).toThrow(KvmError);
+    expect(() => new Asm().storeImm({ base: 'rax' }, 0x1_0000_0000n, 64)).toThrow(KvmError);
+    expect(() => new Asm().storeImm({ base: 'rax' }, 256, 8)).toThrow(KvmError);
     // 0xffff_ffff_8000_0000 is the unsigned spelling of -2^31: representable.
     expect(one((a) => a.storeImm({ base: 'rax' }, 0xffff_ffff_8000_0000n, 64))).toBe('48 c7 00 00 00 00 80');
   });
@@ -273,13 +274,13 @@ describe('ALU', () => {
   ]);
 
   it('rejects immediates outside the instruction forms', () => {
-    expect(() => new Asm().add('rax', 0x8000_0000)).toThrow(RangeError);
-    expect(() => new Asm().and('rax', 0xffff_ffff)).toThrow(RangeError);
-    expect(() => new Asm().cmp('al', 0x100)).toThrow(RangeError);
-    expect(() => new Asm().test('rax', 0x8000_0000)).toThrow(RangeError);
-    expect(() => new Asm().shl('rax', 64)).toThrow(RangeError);
-    expect(() => new Asm().shl('eax', 32)).toThrow(RangeError);
-    expect(() => new Asm().add('rax', 'ecx')).toThrow(TypeError);
+    expect(() => new Asm().add('rax', 0x8000_0000)).toThrow(KvmError);
+    expect(() => new Asm().and('rax', 0xffff_ffff)).toThrow(KvmError);
+    expect(() => new Asm().cmp('al', 0x100)).toThrow(KvmError);
+    expect(() => new Asm().test('rax', 0x8000_0000)).toThrow(KvmError);
+    expect(() => new Asm().shl('rax', 64)).toThrow(KvmError);
+    expect(() => new Asm().shl('eax', 32)).toThrow(KvmError);
+    expect(() => new Asm().add('rax', 'ecx')).toThrow(KvmError);
   });
 });
 
@@ -319,10 +320,10 @@ describe('stack, indirect branches, port I/O, misc', () => {
   ]);
 
   it('rejects bad port operands', () => {
-    expect(() => new Asm().out(256, 'al')).toThrow(RangeError);
-    expect(() => new Asm().out('dx', 'rax' as 'eax')).toThrow(TypeError);
-    expect(() => new Asm().in('bl' as 'al', 'dx')).toThrow(TypeError);
-    expect(() => new Asm().push('eax' as 'rax')).toThrow(TypeError);
+    expect(() => new Asm().out(256, 'al')).toThrow(KvmError);
+    expect(() => new Asm().out('dx', 'rax' as 'eax')).toThrow(KvmError);
+    expect(() => new Asm().in('bl' as 'al', 'dx')).toThrow(KvmError);
+    expect(() => new Asm().push('eax' as 'rax')).toThrow(KvmError);
   });
 });
 
@@ -335,9 +336,9 @@ describe('data emission', () => {
   });
 
   it('rejects out-of-range data', () => {
-    expect(() => new Asm().u8(256)).toThrow(RangeError);
-    expect(() => new Asm().u16(-0x8001)).toThrow(RangeError);
-    expect(() => new Asm().bytes([0, 300])).toThrow(RangeError);
+    expect(() => new Asm().u8(256)).toThrow(KvmError);
+    expect(() => new Asm().u16(-0x8001)).toThrow(KvmError);
+    expect(() => new Asm().bytes([0, 300])).toThrow(KvmError);
   });
 
   it('u64Label emits the absolute address of a label at the link origin', () => {
@@ -352,7 +353,7 @@ describe('data emission', () => {
     expect(hex(a.assemble(0n))).toBe('01 90 90 90 90 90 90 90 02 00 00 00');
     // At origin 4 the first pad only needs 3 bytes to reach address 8.
     expect(hex(a.assemble(4n))).toBe('01 90 90 90 02 00 00 00');
-    expect(() => new Asm().align(3)).toThrow(RangeError);
+    expect(() => new Asm().align(3)).toThrow(KvmError);
   });
 });
 
@@ -577,7 +578,7 @@ describe('labels and branches', () => {
     expect(() => new Asm().u64Label('x').assemble(0n)).toThrow(/undefined label/);
     expect(() => new Asm().label('a').nop().label('a')).toThrow(/duplicate label "a"/);
     expect(() => new Asm().jmp('L', 'short').nop(200).label('L').assemble(0n)).toThrow(/out of rel8 range/);
-    expect(() => new Asm().label('')).toThrow(TypeError);
+    expect(() => new Asm().label('')).toThrow(KvmError);
     expect(() => new Asm().jcc('xx' as Condition, 'L')).toThrow(/unknown condition/);
   });
 
@@ -591,5 +592,15 @@ describe('labels and branches', () => {
     a.label(y).jmp(x);
     expect(a.hasLabel(x) && a.hasLabel(y)).toBe(true);
     expect(hex(a.assemble(0n))).toBe('eb fe');
+  });
+});
+
+describe('assembler errors', () => {
+  it('are KvmErrors with code EINVAL, like every node-kvm failure', () => {
+    for (const bad of [() => new Asm().mov('al', 256), () => new Asm().label(''), () => new Asm().jmp('nowhere').assemble(0n)]) {
+      const e = (() => { try { bad(); } catch (err) { return err; } })();
+      expect(e).toBeInstanceOf(KvmError);
+      expect((e as KvmError).code).toBe('EINVAL');
+    }
   });
 });

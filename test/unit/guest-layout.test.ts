@@ -1,7 +1,12 @@
+import { KvmError } from '../../lib/errors.js';
 import { describe, it, expect } from 'vitest';
 import {
   CPL3_RFLAGS,
   DEFAULT_GUEST_LAYOUT,
+  DEFAULT_TSS_GPA,
+  IO_PERMISSIVE_TSS_SIZE,
+  ioPermissiveTss,
+  TSS_SELECTOR,
   initialRegs,
   longModeCpl3Sregs,
   type LongModeSregs,
@@ -48,9 +53,9 @@ describe('longModeCpl3Sregs', () => {
 
   it('accepts high CR3 values and rejects misaligned or invalid ones', () => {
     expect(longModeCpl3Sregs({ cr3: 1n << 40n }).cr3).toBe(1n << 40n);
-    expect(() => longModeCpl3Sregs({ cr3: 0x1008n })).toThrow(RangeError);
-    expect(() => longModeCpl3Sregs({ cr3: -4096 })).toThrow(TypeError);
-    expect(() => longModeCpl3Sregs({ cr3: 1n << 64n })).toThrow(RangeError);
+    expect(() => longModeCpl3Sregs({ cr3: 0x1008n })).toThrow(KvmError);
+    expect(() => longModeCpl3Sregs({ cr3: -4096 })).toThrow(KvmError);
+    expect(() => longModeCpl3Sregs({ cr3: 1n << 64n })).toThrow(KvmError);
   });
 });
 
@@ -58,7 +63,7 @@ describe('initialRegs', () => {
   it('sets rip, rsp and RFLAGS 0x3002 (IOPL 3)', () => {
     expect(initialRegs({ rip: 0x10000, rsp: 0x30000n })).toEqual({ rip: 0x10000n, rsp: 0x30000n, rflags: 0x3002n });
     expect(CPL3_RFLAGS).toBe(0x3002n);
-    expect(() => initialRegs({ rip: 1.5, rsp: 0 })).toThrow(TypeError);
+    expect(() => initialRegs({ rip: 1.5, rsp: 0 })).toThrow(KvmError);
   });
 });
 
@@ -70,5 +75,29 @@ describe('DEFAULT_GUEST_LAYOUT', () => {
     expect(l.stackTop).toBeLessThanOrEqual(l.dataGpa);
     expect(l.dataGpa).toBeLessThan(l.memorySize);
     expect(l.stackTop % 16n).toBe(0n);
+  });
+});
+
+describe('ioPermissiveTss', () => {
+  it('writes a TSS whose I/O bitmap allows every port and returns the task register', () => {
+    const memory = new Uint8Array(0x40000).fill(0xaa);
+    const tr = ioPermissiveTss(memory);
+    expect(tr).toMatchObject({ base: DEFAULT_TSS_GPA, limit: IO_PERMISSIVE_TSS_SIZE - 1, selector: TSS_SELECTOR, type: 11, present: 1, s: 0 });
+    const base = Number(DEFAULT_TSS_GPA);
+    expect(new DataView(memory.buffer).getUint16(base + 0x66, true)).toBe(0x68);
+    expect(memory.subarray(base + 0x68, base + IO_PERMISSIVE_TSS_SIZE - 1).every((b) => b === 0)).toBe(true);
+    expect(memory[base + IO_PERMISSIVE_TSS_SIZE - 1]).toBe(0xff);
+    expect(memory[base - 1]).toBe(0xaa);
+    expect(memory[base + IO_PERMISSIVE_TSS_SIZE]).toBe(0xaa);
+  });
+
+  it('places it relative to memoryGpa, and refuses a TSS outside the memory with a KvmError', () => {
+    const memory = new Uint8Array(0x4000);
+    expect(ioPermissiveTss(memory, { tssGpa: 0x101000n, memoryGpa: 0x100000n }).base).toBe(0x101000n);
+    for (const options of [{ tssGpa: 0x3000n }, { tssGpa: 0n, memoryGpa: 0x1000n }]) {
+      const e = (() => { try { ioPermissiveTss(memory, options); } catch (err) { return err; } })();
+      expect(e).toBeInstanceOf(KvmError);
+      expect((e as KvmError).code).toBe('EINVAL');
+    }
   });
 });

@@ -1,3 +1,4 @@
+import { KvmError } from '../../lib/errors.js';
 import { describe, it, expect } from 'vitest';
 import {
   buildIdentityPageTables,
@@ -188,7 +189,7 @@ describe('buildIdentityPageTables', () => {
     expect(walk(memory, 0n, r.cr3, 2n * M2 + K4)).toBeUndefined();
   });
 
-  it('throws RangeError with the requirement when the tables do not fit', () => {
+  it('throws KvmError (EINVAL) with the requirement when the tables do not fit', () => {
     const memory = new Uint8Array(0x4000);
     const ranges: IdentityRange[] = [{ gpa: 0n, size: K4, pageSize: '4k' }];
     // Needs PML4 + PDPT + PD + PT = 4 pages; only 3 available after 0x1000.
@@ -197,7 +198,7 @@ describe('buildIdentityPageTables', () => {
     );
     expect(() =>
       buildIdentityPageTables({ memory, memoryGpa: 0n, tablesGpa: 0n, tablesSize: 0x2000, ranges }),
-    ).toThrow(RangeError);
+    ).toThrow(KvmError);
     // Nothing is written when the check fails.
     expect(memory.every((b) => b === 0)).toBe(true);
     // Exactly enough space is fine.
@@ -217,14 +218,14 @@ describe('buildIdentityPageTables', () => {
     expect(bad([{ gpa: 0x800n, size: K4, pageSize: '4k' }])).toThrow(/not 4k aligned/);
     expect(bad([{ gpa: 0n, size: 0n, pageSize: '4k' }])).toThrow(/must be > 0/);
     expect(bad([{ gpa: (1n << 47n) - M2, size: 2n * M2, pageSize: '2m' }])).toThrow(/2\^47/);
-    expect(bad([{ gpa: 0n, size: K4, pageSize: '1g' as '2m' }])).toThrow(TypeError);
+    expect(bad([{ gpa: 0n, size: K4, pageSize: '1g' as '2m' }])).toThrow(KvmError);
     expect(
       bad([
         { gpa: 0n, size: K4, pageSize: '4k' },
         { gpa: 0n, size: M2, pageSize: '2m' },
       ]),
     ).toThrow(/both 4k and 2m/);
-    expect(bad([{ gpa: 0.5, size: K4, pageSize: '4k' }])).toThrow(TypeError);
+    expect(bad([{ gpa: 0.5, size: K4, pageSize: '4k' }])).toThrow(KvmError);
   });
 
   it('accepts numbers as well as bigints', () => {

@@ -1,0 +1,106 @@
+/**
+ * Helpers shared by the VMM codecs (lib/vm/*, lib/vcpu/*): reading options
+ * once, checking integer ranges, and DataView access to kernel structs.
+ * Every failure is a KvmError 'EINVAL' naming the argument.
+ */
+import { invalidArgument } from '../errors.js';
+import { describe, toU64, type U64Like } from '../int.js';
+
+/** A DataView over exactly these bytes. */
+export function view(bytes: Uint8Array): DataView {
+  return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/**
+ * Reads an options object once: its own enumerable properties are copied
+ * (each getter runs once), unknown keys are refused naming the accepted ones,
+ * and `required` keys must be present. The copy is what the caller checks and
+ * uses, so nothing can change between the check and the call.
+ */
+export function readOptions(value: unknown, op: string, accepted: readonly string[], required: readonly string[] = [], name = 'options'): Record<string, unknown> {
+  if (value === undefined && required.length === 0) return {};
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw invalidArgument(op, `${name} must be an object, got ${describe(value)}`);
+  }
+  const copy: Record<string, unknown> = { ...(value as Record<string, unknown>) };
+  for (const key of Object.keys(copy)) {
+    if (!accepted.includes(key)) {
+      throw invalidArgument(op, `unknown option ${JSON.stringify(key)} in ${name}; accepted: ${accepted.join(', ')}`, { option: key });
+    }
+  }
+  for (const key of required) {
+    if (copy[key] === undefined) throw invalidArgument(op, `${name}.${key} is required`);
+  }
+  return copy;
+}
+
+/** Copies an array argument once (so a Proxy or later mutation cannot change it). */
+export function readArray(value: unknown, op: string, name: string, max = 1 << 20): unknown[] {
+  if (!Array.isArray(value)) throw invalidArgument(op, `${name} must be an array, got ${describe(value)}`);
+  if (value.length > max) throw invalidArgument(op, `${name} has ${value.length} entries; at most ${max}`);
+  return Array.from(value);
+}
+
+/** An unsigned integer of `bits` (<= 32) bits, from number or bigint. */
+export function toUint(value: unknown, bits: number, name: string, op: string): number {
+  const v = typeof value === 'bigint' && value >= 0n && value < 1n << 53n ? Number(value) : value;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v >= 2 ** bits) {
+    throw invalidArgument(op, `${name} must be an integer in [0, 2^${bits}), got ${describe(value)}`, { [name]: value });
+  }
+  return v;
+}
+
+/** A boolean option (undefined gives the default). */
+export function toBool(value: unknown, name: string, op: string, dflt = false): boolean {
+  if (value === undefined) return dflt;
+  if (typeof value !== 'boolean') throw invalidArgument(op, `${name} must be a boolean, got ${describe(value)}`);
+  return value;
+}
+
+/** A u64 given as number or bigint. */
+export function toU64Arg(value: unknown, name: string, op: string): bigint {
+  return toU64(value as U64Like, name, op);
+}
+
+/** A signed 64-bit value (number or bigint). */
+export function toI64(value: unknown, name: string, op: string): bigint {
+  const v = typeof value === 'number' && Number.isSafeInteger(value) ? BigInt(value) : value;
+  if (typeof v !== 'bigint' || v < -(1n << 63n) || v >= 1n << 63n) throw invalidArgument(op, `${name} must be a signed 64-bit integer, got ${describe(value)}`);
+  return v;
+}
+
+/** An unsigned value of up to 128 bits (XMM registers, x87 registers). */
+export function toU128(value: unknown, bits: number, name: string, op: string): bigint {
+  const v = typeof value === 'number' && Number.isSafeInteger(value) && value >= 0 ? BigInt(value) : value;
+  if (typeof v !== 'bigint' || v < 0n || v >= 1n << BigInt(bits)) throw invalidArgument(op, `${name} must be an unsigned ${bits}-bit bigint, got ${describe(value)}`);
+  return v;
+}
+
+/** Reads `bytes` little-endian bytes at `off` as an unsigned bigint. */
+export function getWide(v: DataView, off: number, bytes: number): bigint {
+  let out = 0n;
+  for (let i = bytes - 8; i >= 0; i -= 8) out = (out << 64n) | v.getBigUint64(off + i, true);
+  return out;
+}
+
+/** Writes an unsigned bigint as `bytes` little-endian bytes at `off`. */
+export function setWide(v: DataView, off: number, bytes: number, value: bigint): void {
+  for (let i = 0; i < bytes; i += 8) {
+    v.setBigUint64(off + i, BigInt.asUintN(64, value), true);
+    value >>= 64n;
+  }
+}
+
+/** An enum given by name, from a name -> number table. */
+export function toEnum<T extends Record<string, number>>(value: unknown, table: T, name: string, op: string): keyof T & string {
+  if (typeof value !== 'string' || !Object.hasOwn(table, value)) {
+    throw invalidArgument(op, `${name} must be one of ${Object.keys(table).join(', ')}, got ${describe(value)}`);
+  }
+  return value;
+}
+
+/** The name of a number in a name -> number table, or the number itself. */
+export function enumName<T extends Record<string, number>>(table: T, n: number): (keyof T & string) | number {
+  for (const [k, v] of Object.entries(table)) if (v === n) return k as keyof T & string;
+  return n;
+}

@@ -1,0 +1,97 @@
+/**
+ * Booting Linux with bootLinux() against the real /dev/kvm.
+ *
+ * Everywhere: a boot stopped before its first instruction releases
+ * everything and reports the signal; bad arguments fail before anything is
+ * opened. With a real KVM (the lab): Debian's kernel boots the test
+ * initramfs to its marker and reboots through the i8042, once per pre-fault
+ * mode. On kvm_pvm every guest instruction runs in KVM's instruction
+ * emulator (about 100,000-300,000 instructions a second): the kernel's first
+ * console line comes after about 2 minutes and the marker would take hours,
+ * so that test runs only with NODE_KVM_BOOT_EMULATED=1 and then stops at
+ * the first console line.
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { isShadowPagingHost, vmm } from '../../lib/index.js';
+import { kvmErrorOfAsync, kvmUnavailable } from '../support/kvm.js';
+import { debianKernel } from './kernels.js';
+
+const debian = debianKernel();
+const MARKER = 'NODE_KVM_BOOT_MARKER';
+const emulated = isShadowPagingHost();
+const noKernel = kvmUnavailable ?? ('missing' in debian ? debian.missing : undefined);
+
+/** Builds the test initramfs once (needs busybox-static and cpio). */
+const initrd = ((): { path: string } | { missing: string } => {
+  if (!existsSync('/bin/busybox')) return { missing: 'busybox-static is not installed' };
+  const path = join(mkdtempSync(join(tmpdir(), 'node-kvm-initrd-')), 'initrd.cpio.gz');
+  const r = spawnSync('bash', [resolve(import.meta.dirname, '../../scripts/vmm/build-initramfs.sh'), path, 'reboot', MARKER]);
+  return r.status === 0 ? { path } : { missing: `build-initramfs.sh failed: ${r.stderr.toString()}` };
+})();
+
+describe.skipIf(noKernel)(`bootLinux ${noKernel ?? ''}`, () => {
+  it('stops at once for an aborted signal, reports it, and releases everything', async () => {
+    if ('missing' in debian) return;
+    const ac = new AbortController();
+    ac.abort('SIGTERM');
+    const r = await vmm.bootLinux({ kernel: debian.bytes, signal: ac.signal });
+    expect(r.stop).toEqual({ kind: 'signal', signal: 'SIGTERM' });
+    expect(r.exitCode).toBe(143);
+    expect(r.layout.kernelAddr).toBe(0x1000000);
+    expect(r.kernel.version).toMatch(/^6\.18/);
+    // Missing library methods are reported, not hidden.
+    expect(Array.isArray(r.missing)).toBe(true);
+    // Everything was closed: a second machine of the same size starts as well.
+    const again = await vmm.bootLinux({ kernel: debian.bytes, signal: ac.signal, backing: 'thp' });
+    expect(again.stop.kind).toBe('signal');
+  });
+
+  it('checks its options before opening anything', async () => {
+    if ('missing' in debian) return;
+    for (const bad of [{ memory: 4097 }, { cpus: 0 }, { backing: 'hugetlb' }, { prefault: 'eager' }, { load: 'elf' }, { memory: 64 << 20 }]) {
+      const e = await kvmErrorOfAsync(vmm.bootLinux({ kernel: debian.bytes, ...(bad as object) }));
+      expect(e.code).toBe('EINVAL');
+    }
+  });
+
+  it.skipIf(!emulated || !process.env.NODE_KVM_BOOT_EMULATED)(
+    'on kvm_pvm (NODE_KVM_BOOT_EMULATED=1): the kernel reaches its first console line in the instruction emulator',
+    async () => {
+      if ('missing' in debian) return;
+      const ac = new AbortController();
+      const r = await vmm.bootLinux({
+        kernel: debian.bytes,
+        marker: 'Linux version',
+        signal: ac.signal,
+        output: { write: (b) => (new TextDecoder().decode(b).includes('Command line') ? ac.abort('SIGINT') : undefined) },
+      });
+      expect(r.load).toBe('vmlinux');
+      expect(r.cpuidProfile).toBe('emulator');
+      expect(r.events.marker).toBeGreaterThan(0);
+      expect(r.consoleTail).toContain('Linux version 6.18');
+      expect(r.stop.kind).toBe('signal');
+    },
+    3_600_000,
+  );
+
+  for (const prefault of ['none', 'auto', 'kernel', 'software'] as const) {
+    it.skipIf(emulated || 'missing' in initrd)(
+      `boots the test initramfs to its marker and reboots through the i8042 (prefault ${prefault}) ${emulated ? '(skipped on kvm_pvm: hours in the instruction emulator; runs in the lab)' : 'missing' in initrd ? initrd.missing : ''}`,
+      async () => {
+        if ('missing' in debian || 'missing' in initrd) return;
+        const { readFileSync } = await import('node:fs');
+        const r = await vmm.bootLinux({ kernel: debian.bytes, initrd: readFileSync(initrd.path), marker: MARKER, prefault });
+        expect(r.consoleTail).toContain(MARKER);
+        expect(r.events.marker).toBeGreaterThan(0);
+        expect(r.stop).toEqual({ kind: 'reboot', source: 'i8042' });
+        expect(r.exitCode).toBe(0);
+        if (prefault !== 'none') expect(r.prefaultResults.length).toBeGreaterThan(0);
+      },
+      1_800_000,
+    );
+  }
+});
