@@ -43,7 +43,9 @@ struct Record {
 struct Globals {
   std::mutex mu;
   std::condition_variable shortDone;
-  std::condition_variable watchdogWake;
+  std::condition_variable watchdogWake;   // a first watched run appeared
+  std::condition_variable watchdogSleep;  // never notified: the period's timed wait
+  int watched = 0;                        // entries the watchdog kicks
   std::vector<Entry*> entries;
   std::unordered_map<uint64_t, Record> records;
   uint64_t nextKey = 1;
@@ -80,9 +82,11 @@ void WatchdogLoop() {
   Globals& g = G();
   std::unique_lock<std::mutex> lock(g.mu);
   for (;;) {
-    auto watched = [&g] { return std::any_of(g.entries.begin(), g.entries.end(), [](Entry* e) { return e->watchdog; }); };
-    g.watchdogWake.wait(lock, watched);
-    g.watchdogWake.wait_for(lock, kWatchdogPeriod);
+    g.watchdogWake.wait(lock, [&g] { return g.watched > 0; });
+    // A full period, whatever runs start meanwhile: a run is kicked at most every period.
+    auto deadline = std::chrono::steady_clock::now() + kWatchdogPeriod;
+    while (g.watchdogSleep.wait_until(lock, deadline) != std::cv_status::timeout) {
+    }
     for (Entry* e : g.entries) {
       if (!e->watchdog) continue;
       e->watchdogKicked = true;
@@ -237,6 +241,7 @@ LongIoctl::~LongIoctl() {
     std::lock_guard<std::mutex> lock(G().mu);
     auto& v = G().entries;
     v.erase(std::remove(v.begin(), v.end(), entry_), v.end());
+    if (entry_->watchdog) G().watched--;
   }
   delete entry_;
 }
@@ -252,7 +257,7 @@ int LongIoctl::Begin() {
   if (LongBusyLocked(entry_->key, entry_->fd)) return EBUSY;
   g.entries.push_back(entry_);
   registered_ = true;
-  if (entry_->watchdog) {
+  if (entry_->watchdog && g.watched++ == 0) {
     if (!g.watchdogStarted) {
       try {
         std::thread(WatchdogLoop).detach();
