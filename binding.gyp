@@ -8,6 +8,8 @@
         "native/system.cc",
         "native/vm.cc",
         "native/vcpu.cc",
+        "native/vcpu_busy.cc",
+        "native/vcpu_thread.cc",
         "native/memory.cc",
         "native/file.cc",
         "native/vmm_ioctl.cc",

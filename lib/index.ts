@@ -5,7 +5,7 @@
  */
 export { Kvm, type KvmCapabilities, type KvmOpenOptions } from './kvm.js';
 export { Vm, type VmOptions, type SetMemoryRegionOptions, type MemoryAttributesOptions, type InvalidationReason } from './vm.js';
-export { Vcpu, type RegsUpdate, type SregsUpdate } from './vcpu.js';
+export { Vcpu, type RegsUpdate, type SregsUpdate, type VcpuWorkerHandle } from './vcpu.js';
 export { GuestMemfd, type GuestMemfdOptions, type GuestMemfdStat, type GuestMemfdMapOptions } from './guest-memfd.js';
 export { HostMemory, type AllocateMemoryOptions, type PopulateOptions, type Protection, type MemoryKind } from './memory.js';
 export type { MemorySlot } from './memslots.js';

@@ -62,13 +62,37 @@ export interface NativeAddon {
   setRegs(vcpuFd: number, bytes: Uint8Array): void;
   getSregs(vcpuFd: number): Uint8Array;
   setSregs(vcpuFd: number, bytes: Uint8Array): void;
-  /** KVM_RUN; returns errno (0 on success). */
-  run(vcpuFd: number): number;
-  runAsync(vcpuFd: number): Promise<number>;
-  preFaultMemory(vcpuFd: number, gpa: bigint, size: bigint, flags: bigint): NativePreFaultResult;
-  preFaultMemoryAsync(vcpuFd: number, gpa: bigint, size: bigint, flags: bigint): Promise<NativePreFaultResult>;
-  /** Signals the thread blocked in KVM_RUN/KVM_PRE_FAULT_MEMORY on this fd. */
-  interrupt(vcpuFd: number): boolean;
+  /**
+   * KVM_RUN on the calling thread; returns errno (0 on success; EBUSY while
+   * another thread runs the vcpu; ESHUTDOWN once its owner closed it). Off the
+   * main thread, re-entered transparently after a watchdog kick unless the
+   * worker is terminating.
+   */
+  run(vcpuFd: number, key?: number): number;
+  /** KVM_PRE_FAULT_MEMORY; rc -1 with errno EBUSY while the vcpu runs elsewhere. */
+  preFaultMemory(vcpuFd: number, gpa: bigint, size: bigint, flags: bigint, key?: number): NativePreFaultResult;
+  preFaultMemoryAsync(vcpuFd: number, gpa: bigint, size: bigint, flags: bigint, key?: number): Promise<NativePreFaultResult>;
+  /** Signals every thread in KVM_RUN/KVM_PRE_FAULT_MEMORY on this vcpu (by fd, or by key). */
+  interrupt(vcpuFd: number, key?: number): boolean;
+
+  /** A new process-wide vcpu key, owned by the caller. */
+  vcpuKey(): number;
+  /** Drops a reference to a key; the owner's release closes the vcpu for every thread. */
+  vcpuRelease(key: number, owner: boolean): void;
+  /** A close-on-exec duplicate of the vcpu fd for a worker handle. */
+  vcpuDupForHandle(key: number, vcpuFd: number): number;
+  /** Takes a handle's fd over (once). */
+  vcpuAdopt(key: number, vcpuFd: number): void;
+  /** Runs one short vcpu ioctl in fn unless the vcpu (by key, or fd) is in a long one (errno EBUSY, op ''). */
+  vcpuExclusive<T>(key: number, fn: () => T, vcpuFd?: number): T;
+  /** The main thread is exiting: kick every vcpu, let none enter KVM_RUN again. */
+  processExiting(): void;
+  /** A dedicated native thread for KVM_RUN (runAsync). */
+  runThread(): object;
+  /** KVM_RUN on that thread; resolves with errno. */
+  runOn(thread: object, vcpuFd: number, key: number): Promise<number>;
+  /** Stops and joins the thread. */
+  endThread(thread: object): void;
 
   Mapping: new (fd: number, length: bigint, prot: number, flags: number, offset: bigint, alignment: bigint) => NativeMapping;
   pageSize: number;

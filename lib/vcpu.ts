@@ -1,10 +1,12 @@
 /**
- * Vcpu: one virtual CPU. Registers, CPUID, KVM_RUN (sync and on a worker
- * thread), kick, binary stats. Pre-faulting lives in prefault/ and is
- * attached here as preFaultMemory()/preFaultMemorySync().
+ * Vcpu: one virtual CPU. Registers, CPUID, KVM_RUN (sync, or on the vcpu's
+ * own native thread), kick, binary stats, and a handle to run it in a
+ * worker_thread. Pre-faulting lives in prefault/ and is attached here as
+ * preFaultMemory()/preFaultMemorySync().
  */
+import { isMainThread } from 'node:worker_threads';
 import { encodeCpuid, type CpuidEntry } from './cpuid.js';
-import { callNative, errnoError, invalidArgument, KvmError, type ErrorArgs } from './errors.js';
+import { callNative, closedError, errnoError, invalidArgument, KvmError, toKvmError, type ErrorArgs } from './errors.js';
 import type { CapName } from './constants.js';
 import * as state from './vcpu/index.js';
 import { ExitDecoder, type VcpuExit } from './exit.js';
@@ -20,6 +22,43 @@ import type { PreFaultOptions, PreFaultRange, PreFaultResult } from './prefault/
 
 const EINTR = 4;
 const EAGAIN = 11;
+const EBUSY = 16;
+/** The addon's answer once the owning Vcpu of a worker's vcpu was closed. */
+const ESHUTDOWN = 108;
+/** Ioctls the addon registers as long (kicked, exclusive): never inside vcpuExclusive. */
+const LONG_IOCTLS = new Set(['KVM_RUN', 'KVM_PRE_FAULT_MEMORY']);
+
+// When the main thread exits (process.exit(), an uncaught exception, the end
+// of the program), no vcpu may re-enter KVM_RUN and every one in it is kicked:
+// Node then joins its worker threads, which must be able to leave their runs.
+if (isMainThread) process.once('exit', () => native.processExiting());
+
+/**
+ * A structured-cloneable token that lets a worker_thread run a Vcpu the main
+ * thread created: post it to the worker and call Vcpu.fromWorkerHandle() there.
+ * It holds a duplicate of the vcpu fd, adopted once; the owner's close() closes
+ * it if no worker adopted it yet. Valid only inside the process that made it.
+ */
+export interface VcpuWorkerHandle {
+  /** Marks the object as a vcpu handle. */
+  readonly kind: 'node-kvm:vcpu';
+  /** The vcpu id. */
+  readonly id: number;
+  /** The process-wide key naming the vcpu (kicks, busy state). */
+  readonly key: number;
+  /** The duplicate vcpu fd the worker adopts. */
+  readonly fd: number;
+  /** Size of the kvm_run mapping. */
+  readonly mmapSize: number;
+  /** The process the handle belongs to. */
+  readonly pid: number;
+}
+
+/** Resources a Vcpu owns, outside the object so its release never captures it. */
+interface Owned {
+  statsFd: number;
+  thread: object | undefined;
+}
 
 /** Partial special registers for setSregs(): segments may be partial too. */
 export type SregsUpdate = Partial<Omit<Sregs, 'cs' | 'ds' | 'es' | 'fs' | 'gs' | 'ss' | 'tr' | 'ldt'>> &
@@ -32,42 +71,137 @@ export type RegsUpdate = Partial<Record<keyof Regs, bigint | number>>;
 export class Vcpu extends Resource {
   /** The vcpu id given to KVM_CREATE_VCPU. */
   readonly id: number;
-  /** The VM it belongs to. */
-  readonly vm: Vm;
+  readonly #vm: Vm | undefined;
   readonly #fd: number;
+  readonly #key: number;
+  readonly #mmapSize: number;
+  readonly #run: NativeMapping;
+  /** The library's own view of kvm_run: never handed out, so never transferred away. */
   readonly #runBytes: Uint8Array;
-  readonly #exits: ExitDecoder;
-  readonly #owned: { statsFd: number };
+  /** The view given to users (runState, exit data); replaced if they transfer its buffer. */
+  #userRunBytes: Uint8Array;
+  /** Decodes exits from the user view (replaced with it). */
+  #exits: ExitDecoder;
+  readonly #owned: Owned;
   #stats: StatsReader | undefined;
   #running = false;
 
-  /** @internal Use Vm.createVcpu(); takes ownership of fd and the kvm_run mapping. */
-  constructor(vm: Vm, id: number, fd: number, run: NativeMapping) {
-    const owned = { statsFd: -1 };
+  /**
+   * @internal Use Vm.createVcpu() or Vcpu.fromWorkerHandle(); takes ownership
+   * of fd, the kvm_run mapping and one reference to the key.
+   */
+  constructor(vm: Vm | undefined, id: number, fd: number, run: NativeMapping, key: number, owner: boolean, mmapSize: number) {
+    const owned: Owned = { statsFd: -1, thread: undefined };
     super(`Vcpu ${id}`, () => {
+      if (owned.thread) native.endThread(owned.thread);
       run.unmap();
       if (owned.statsFd >= 0) native.close(owned.statsFd);
       native.close(fd);
+      native.vcpuRelease(key, owner);
     });
-    this.vm = vm;
+    this.#vm = vm;
     this.id = id;
     this.#fd = fd;
-    this.#runBytes = new Uint8Array(run.buffer());
-    this.#exits = new ExitDecoder(this.#runBytes);
+    this.#key = key;
+    this.#mmapSize = mmapSize;
+    this.#run = run;
+    this.#runBytes = new Uint8Array(run.buffer(0n, run.length));
+    this.#userRunBytes = new Uint8Array(run.buffer());
+    this.#exits = new ExitDecoder(this.#userRunBytes);
     this.#owned = owned;
   }
 
   /** Maps kvm_run for a new vcpu fd and wraps both; closes the fd on failure. */
   static wrap(vm: Vm, id: number, fd: number, mmapSize: number): Vcpu {
+    let key = 0;
     try {
-      const run = callNative('mmap', { what: 'kvm_run', vcpu: id }, () =>
-        new native.Mapping(fd, BigInt(mmapSize), Mm.PROT_READ | Mm.PROT_WRITE, Mm.MAP_SHARED, 0n, 4096n),
-      );
-      return new Vcpu(vm, id, fd, run);
+      key = native.vcpuKey();
+      const run = mapRun(fd, id, mmapSize);
+      return new Vcpu(vm, id, fd, run, key, true, mmapSize);
     } catch (e) {
       native.close(fd);
+      if (key) native.vcpuRelease(key, true);
       throw e;
     }
+  }
+
+  /**
+   * A token for running this vcpu in a worker_thread: post it (postMessage or
+   * workerData) and call {@link Vcpu.fromWorkerHandle} in the worker, which
+   * then has a full Vcpu (run, runAsync, registers, kick, stats). This Vcpu
+   * stays the owner: its kick() stops a guest running in the worker, and its
+   * close() (or the Vm's) kicks it and makes every later call on the
+   * worker's Vcpu fail with ECLOSED. Only one thread runs the vcpu at a time
+   * (EBUSY otherwise), and an ioctl while another thread runs it is EBUSY.
+   * Each handle is adopted at most once.
+   */
+  workerHandle(): VcpuWorkerHandle {
+    this.assertOpen('workerHandle');
+    const fd = callNative('workerHandle', { vcpu: this.id }, () => native.vcpuDupForHandle(this.#key, this.#fd));
+    return { kind: 'node-kvm:vcpu', id: this.id, key: this.#key, fd, mmapSize: this.#mmapSize, pid: process.pid };
+  }
+
+  /**
+   * The Vcpu a {@link Vcpu.workerHandle} names, in this thread (normally a
+   * worker). It owns the handle's fd and its own kvm_run mapping; close it
+   * when done. It has no `vm` (the Vm lives on the owner's thread), so
+   * pre-faulting is not available on it.
+   */
+  static fromWorkerHandle(handle: VcpuWorkerHandle): Vcpu {
+    const op = 'fromWorkerHandle';
+    if (typeof handle !== 'object' || handle === null) throw invalidArgument(op, 'handle must come from vcpu.workerHandle()');
+    const { kind, id, key, fd, mmapSize, pid } = handle;
+    if (kind !== 'node-kvm:vcpu') throw invalidArgument(op, 'handle must come from vcpu.workerHandle()', { kind: String(kind) });
+    for (const [name, v] of [['id', id], ['key', key], ['fd', fd], ['mmapSize', mmapSize]] as const) {
+      if (!Number.isSafeInteger(v) || (v as number) < 0) throw invalidArgument(op, `handle.${name} must be a non-negative integer`);
+    }
+    if (pid !== process.pid) throw invalidArgument(op, 'the handle belongs to another process', { pid });
+    try {
+      native.vcpuAdopt(key, fd);
+    } catch (e) {
+      const err = toVcpuError(e, op, { vcpu: id });
+      throw err;
+    }
+    try {
+      return new Vcpu(undefined, id, fd, mapRun(fd, id, mmapSize), key, false, mmapSize);
+    } catch (e) {
+      native.close(fd);
+      native.vcpuRelease(key, false);
+      throw e;
+    }
+  }
+
+  /** The VM it belongs to (not available on a Vcpu adopted from a worker handle). */
+  get vm(): Vm {
+    if (!this.#vm) {
+      throw new KvmError(`Vcpu ${this.id} was adopted from a worker handle: its Vm lives on the owner's thread`, {
+        code: 'EOPNOTSUPP',
+        args: { vcpu: this.id },
+      });
+    }
+    return this.#vm;
+  }
+
+  /**
+   * @internal Issues one vcpu ioctl: asserts open, answers KvmError 'EBUSY'
+   * at once while this vcpu is in KVM_RUN (here or on any thread) instead of
+   * waiting on the kernel's vcpu mutex, and converts failures to KvmError.
+   */
+  ioctl<T>(op: string, args: ErrorArgs, fn: (fd: number) => T): T {
+    this.assertOpen(op);
+    if (this.#running) throw busyError(op, this.id);
+    const fd = this.#fd;
+    const call = LONG_IOCTLS.has(op) ? () => fn(fd) : () => native.vcpuExclusive(this.#key, () => fn(fd), fd);
+    try {
+      return call();
+    } catch (e) {
+      throw toVcpuError(e, op, args, this.id);
+    }
+  }
+
+  /** @internal The process-wide key of this vcpu, for the addon's long ioctls. */
+  get key(): number {
+    return this.#key;
   }
 
   /** The vcpu fd; throws ECLOSED after close(). */
@@ -76,10 +210,14 @@ export class Vcpu extends Resource {
     return this.#fd;
   }
 
-  /** The raw kvm_run page (zero-copy; valid until close). */
+  /**
+   * The raw kvm_run page (zero-copy; valid until close). Moving its buffer
+   * away (ArrayBuffer.prototype.transfer()) does not disturb runs or kicks:
+   * the library keeps a view of its own, and the next runState is a new view.
+   */
   get runState(): Uint8Array {
     this.assertOpen('kvm_run');
-    return this.#runBytes;
+    return this.#userRun();
   }
 
   /** Whether a run() or runAsync() is in progress. */
@@ -91,13 +229,12 @@ export class Vcpu extends Resource {
   setCpuid(entries: readonly CpuidEntry[]): void {
     const table = callNative('KVM_SET_CPUID2', {}, () => encodeCpuid(readArray(entries, 'KVM_SET_CPUID2', 'entries', 4096) as CpuidEntry[]));
     this.assertOpen('KVM_SET_CPUID2');
-    callNative('KVM_SET_CPUID2', { entries: table.length / 40 }, () => native.setCpuid2(this.#fd, table));
+    this.ioctl('KVM_SET_CPUID2', { entries: table.length / 40 }, (fd) => native.setCpuid2(fd, table));
   }
 
   /** KVM_GET_REGS. */
   getRegs(): Regs {
-    this.assertOpen('KVM_GET_REGS');
-    return decodeRegs(callNative('KVM_GET_REGS', {}, () => native.getRegs(this.#fd)));
+    return decodeRegs(this.ioctl('KVM_GET_REGS', {}, (fd) => native.getRegs(fd)));
   }
 
   /** KVM_SET_REGS; fields not given keep their current values. */
@@ -105,13 +242,13 @@ export class Vcpu extends Resource {
     const patch = regsUpdate(update); // validated and copied before the open check
     this.assertOpen('KVM_SET_REGS');
     const regs = { ...this.getRegs(), ...patch };
-    callNative('KVM_SET_REGS', {}, () => native.setRegs(this.#fd, encodeRegs(regs)));
+    const bytes = callNative('KVM_SET_REGS', {}, () => encodeRegs(regs));
+    this.ioctl('KVM_SET_REGS', {}, (fd) => native.setRegs(fd, bytes));
   }
 
   /** KVM_GET_SREGS. */
   getSregs(): Sregs {
-    this.assertOpen('KVM_GET_SREGS');
-    return decodeSregs(callNative('KVM_GET_SREGS', {}, () => native.getSregs(this.#fd)));
+    return decodeSregs(this.ioctl('KVM_GET_SREGS', {}, (fd) => native.getSregs(fd)));
   }
 
   /** KVM_SET_SREGS; fields (and segment fields) not given keep their current values. */
@@ -119,26 +256,33 @@ export class Vcpu extends Resource {
     const patch = sregsUpdate(update); // validated and copied before the open check
     this.assertOpen('KVM_SET_SREGS');
     const sregs = applySregsUpdate(this.getSregs(), patch);
-    callNative('KVM_SET_SREGS', {}, () => native.setSregs(this.#fd, encodeSregs(sregs)));
+    const bytes = callNative('KVM_SET_SREGS', {}, () => encodeSregs(sregs));
+    this.ioctl('KVM_SET_SREGS', {}, (fd) => native.setSregs(fd, bytes));
   }
 
   /**
    * KVM_RUN on the calling thread (blocks it until the guest exits). A signal
    * or kick() gives `{ reason: 'intr' }`; KVM_EXIT_MEMORY_FAULT (KVM_RUN
    * failing with EFAULT/EHWPOISON) gives `{ reason: 'memory-fault' }`; other
-   * failures throw KvmError. The exit's `data` views and reply methods write
-   * into kvm_run and are valid until the next run (docs/exits.md).
+   * failures throw KvmError (EBUSY while another thread runs this vcpu). The
+   * exit's `data` views and reply methods write into kvm_run and are valid
+   * until the next run (docs/exits.md). In a worker_thread the run still ends
+   * when the worker is terminated or the process exits.
    */
   run(): VcpuExit {
     this.#beginRun();
     try {
-      return this.#finishRun(native.run(this.#fd));
+      return this.#finishRun(native.run(this.#fd, this.#key));
     } finally {
       this.#running = false;
     }
   }
 
-  /** KVM_RUN on a worker thread: the event loop keeps running. */
+  /**
+   * KVM_RUN on this vcpu's own native thread (created on first use, ended by
+   * close()): the event loop keeps running and libuv's thread pool is never
+   * used, so any number of vcpus can run at once.
+   */
   runAsync(): Promise<VcpuExit> {
     try {
       this.#beginRun();
@@ -146,9 +290,16 @@ export class Vcpu extends Resource {
       // ECLOSED / EBUSY: a promise-returning call reports failure as a rejection.
       return Promise.reject(e);
     }
+    let thread: object;
+    try {
+      thread = this.#owned.thread ??= callNative('KVM_RUN', { vcpu: this.id }, () => native.runThread());
+    } catch (e) {
+      this.#running = false;
+      return Promise.reject(e);
+    }
     return this.track('KVM_RUN', async () => {
       try {
-        return this.#finishRun(await native.runAsync(this.#fd));
+        return this.#finishRun(await native.runOn(thread, this.#fd, this.#key));
       } finally {
         this.#running = false;
       }
@@ -163,12 +314,12 @@ export class Vcpu extends Resource {
   kick(): void {
     this.assertOpen('kick');
     this.#runBytes[1] = 1;
-    native.interrupt(this.#fd);
+    native.interrupt(this.#fd, this.#key);
   }
 
   /** @internal Signals the thread blocked in a vcpu ioctl (pre-fault abort). */
   interruptIoctl(): boolean {
-    return this.closed ? false : native.interrupt(this.#fd);
+    return this.closed ? false : native.interrupt(this.#fd, this.#key);
   }
 
   /**
@@ -194,17 +345,6 @@ export class Vcpu extends Resource {
   /** @internal Keeps the fd open while an asynchronous step runs. */
   trackStep<T>(step: () => Promise<T>): Promise<T> {
     return this.track('KVM_PRE_FAULT_MEMORY', step);
-  }
-
-  /**
-   * @internal Runs one vcpu ioctl: asserts open, answers EBUSY at once while
-   * this vcpu is in KVM_RUN (never blocks on the kernel's vcpu mutex), and
-   * converts failures to KvmError.
-   */
-  ioctl<T>(op: string, args: ErrorArgs, fn: (fd: number) => T): T {
-    this.assertOpen(op);
-    if (this.#running) throw new KvmError(`${op}: vcpu ${this.id} is in KVM_RUN`, { code: 'EBUSY', ioctl: op, args: { ...args, vcpu: this.id } });
-    return callNative(op, args, () => fn(this.#fd));
   }
 
   // ---- VMM state (bodies in lib/vcpu/*) ----
@@ -290,16 +430,31 @@ export class Vcpu extends Resource {
   }
 
   protected override onClose(): void {
-    if (this.#running) {
+    // Also reaches a thread running this vcpu through a worker handle.
+    if (this.#running || this.#vm) {
       this.#runBytes[1] = 1;
-      native.interrupt(this.#fd);
+      native.interrupt(this.#fd, this.#key);
     }
+  }
+
+  #userRun(): Uint8Array {
+    // A transferred buffer leaves this view detached (length 0): give a new one.
+    if (this.#userRunBytes.byteLength === 0) {
+      this.#userRunBytes = new Uint8Array(this.#run.buffer(0n, this.#run.length));
+      this.#exits = new ExitDecoder(this.#userRunBytes);
+    }
+    return this.#userRunBytes;
+  }
+
+  #exitDecoder(): ExitDecoder {
+    this.#userRun();
+    return this.#exits;
   }
 
   #statsReader(): StatsReader {
     this.assertOpen('KVM_GET_STATS_FD');
     if (!this.#stats) {
-      this.#owned.statsFd = callNative('KVM_GET_STATS_FD', { vcpu: this.id }, () => native.getStatsFd(this.#fd));
+      this.#owned.statsFd = this.ioctl('KVM_GET_STATS_FD', { vcpu: this.id }, (fd) => native.getStatsFd(fd));
       this.#stats = new StatsReader(this.#owned.statsFd);
     }
     return this.#stats;
@@ -309,18 +464,43 @@ export class Vcpu extends Resource {
     this.assertOpen('KVM_RUN');
     if (this.#running) throw new KvmError(`Vcpu ${this.id} is already running`, { code: 'EBUSY', ioctl: 'KVM_RUN', args: { vcpu: this.id } });
     this.#running = true;
-    this.#exits.begin();
+    this.#exitDecoder().begin();
   }
 
   #finishRun(errno: number): VcpuExit {
-    if (errno === 0) return this.#exits.decode();
+    if (errno === 0) return this.#exitDecoder().decode();
     // KVM_EXIT_MEMORY_FAULT comes with KVM_RUN failing (EFAULT/EHWPOISON): an exit, not an error.
-    const fault = this.#exits.memoryFault(errno);
+    const fault = this.#exitDecoder().memoryFault(errno);
     if (fault) return fault;
     if (errno === EINTR || errno === EAGAIN) {
       this.#runBytes[1] = 0;
       return { reason: 'intr' };
     }
+    if (errno === EBUSY) throw busyError('KVM_RUN', this.id);
+    if (errno === ESHUTDOWN) throw closedError(`Vcpu ${this.id}`, 'KVM_RUN');
     throw errnoError(errno, 'KVM_RUN', { vcpu: this.id });
   }
+}
+
+function mapRun(fd: number, id: number, mmapSize: number): NativeMapping {
+  return callNative('mmap', { what: 'kvm_run', vcpu: id }, () =>
+    new native.Mapping(fd, BigInt(mmapSize), Mm.PROT_READ | Mm.PROT_WRITE, Mm.MAP_SHARED, 0n, 4096n),
+  );
+}
+
+function busyError(op: string, vcpu: number): KvmError {
+  return new KvmError(`Vcpu ${vcpu} is running (${op}): kick it, or wait for its run to return`, {
+    code: 'EBUSY',
+    ioctl: op.startsWith('KVM_') ? op : undefined,
+    syscall: op.startsWith('KVM_') ? 'ioctl' : 'none',
+    args: { vcpu },
+  });
+}
+
+/** The addon's EBUSY/owner-closed answers as KvmError; everything else as callNative does. */
+function toVcpuError(e: unknown, op: string, args: ErrorArgs, vcpu = args.vcpu as number): KvmError {
+  const errno = (e as { errno?: unknown } | null)?.errno;
+  if (errno === EBUSY && (e as { op?: unknown }).op === '') return busyError(op, vcpu);
+  if (errno === ESHUTDOWN) return closedError(`Vcpu ${vcpu}`, op);
+  return toKvmError(e, op, args);
 }

@@ -5,6 +5,8 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   nkvm::InitSystem(env, exports);
   nkvm::InitVm(env, exports);
   nkvm::InitVcpu(env, exports);
+  nkvm::InitVcpuBusy(env, exports);
+  nkvm::InitVcpuThread(env, exports);
   nkvm::InitMemory(env, exports);
   nkvm::InitFile(env, exports);
   nkvm::InitVmIrq(env, exports);

@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <memory>
 #include <string>
 
 namespace nkvm {
@@ -65,34 +66,57 @@ Napi::Object ResultObject(Napi::Env env, long rc, int err) {
   return o;
 }
 
-SyscallWorker::SyscallWorker(Napi::Env env, Call call, Settle settle)
-    : Napi::AsyncWorker(env, "node-kvm:syscall"),
-      call_(std::move(call)),
-      settle_(std::move(settle)),
-      deferred_(Napi::Promise::Deferred::New(env)) {}
-
 Napi::Promise SyscallWorker::Start(Napi::Env env, Call call, Settle settle) {
-  auto* w = new SyscallWorker(env, std::move(call), std::move(settle));
-  Napi::Promise p = w->deferred_.Promise();
-  w->Queue();
-  return p;
-}
-
-void SyscallWorker::Execute() {
-  errno = 0;
-  rc_ = call_();
-  err_ = rc_ < 0 ? errno : 0;
-}
-
-void SyscallWorker::OnOK() {
-  Napi::HandleScope scope(Env());
-  try {
-    deferred_.Resolve(settle_(Env(), rc_, err_));
-  } catch (const Napi::Error& e) {
-    deferred_.Reject(e.Value());
+  auto* w = new SyscallWorker(std::move(call), std::move(settle));
+  napi_value promise, name;
+  if (napi_create_promise(env, &w->deferred_, &promise) != napi_ok ||
+      napi_create_string_utf8(env, "node-kvm:syscall", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, nullptr, name, Execute, Complete, w, &w->work_) != napi_ok) {
+    delete w;
+    throw Napi::Error::New(env, "could not queue a syscall on the thread pool");
   }
+  if (napi_queue_async_work(env, w->work_) != napi_ok) {
+    napi_delete_async_work(env, w->work_);
+    delete w;
+    throw Napi::Error::New(env, "could not queue a syscall on the thread pool");
+  }
+  return Napi::Promise(env, promise);
 }
 
-void SyscallWorker::OnError(const Napi::Error& e) { deferred_.Reject(e.Value()); }
+void SyscallWorker::Execute(napi_env, void* self) {
+  auto* w = static_cast<SyscallWorker*>(self);
+  errno = 0;
+  w->rc_ = w->call_();
+  w->err_ = w->rc_ < 0 ? errno : 0;
+}
+
+void SyscallWorker::Complete(napi_env env, napi_status status, void* self) {
+  std::unique_ptr<SyscallWorker> w(static_cast<SyscallWorker*>(self));
+  napi_delete_async_work(env, w->work_);
+  if (status != napi_ok) return;  // cancelled: the environment is going away
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value value = nullptr;
+  bool rejected = false;
+  try {
+    value = w->settle_(Napi::Env(env), w->rc_, w->err_);
+  } catch (const Napi::Error& e) {
+    value = e.Value();
+    rejected = true;
+  } catch (...) {
+    value = nullptr;
+  }
+  // Failures here mean the environment can no longer run JS: nothing to tell.
+  if (value != nullptr) {
+    if (rejected) napi_reject_deferred(env, w->deferred_, value);
+    else napi_resolve_deferred(env, w->deferred_, value);
+  }
+  bool pending = false;
+  if (napi_is_exception_pending(env, &pending) == napi_ok && pending) {
+    napi_value ignored;
+    napi_get_and_clear_last_exception(env, &ignored);
+  }
+  napi_close_handle_scope(env, scope);
+}
 
 }  // namespace nkvm

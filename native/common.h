@@ -21,22 +21,25 @@ Napi::Uint8Array ArgBytes(const Napi::CallbackInfo& info, size_t i, const char* 
 
 // Runs one blocking syscall on the libuv pool and settles a Promise with the
 // value built by `settle` from (rc, errno). The promise never rejects for a
-// syscall failure: errno is data for the caller's retry policy.
-class SyscallWorker : public Napi::AsyncWorker {
+// syscall failure: errno is data for the caller's retry policy. Built on raw
+// napi_async_work: when the environment is being torn down (a worker
+// terminating) the completion finds it cannot call into JS and drops the
+// result quietly instead of throwing out of the callback (which aborts Node).
+class SyscallWorker {
  public:
   using Call = std::function<long()>;
   using Settle = std::function<Napi::Value(Napi::Env, long rc, int err)>;
   static Napi::Promise Start(Napi::Env env, Call call, Settle settle);
 
  private:
-  SyscallWorker(Napi::Env env, Call call, Settle settle);
-  void Execute() override;
-  void OnOK() override;
-  void OnError(const Napi::Error& e) override;
+  SyscallWorker(Call call, Settle settle) : call_(std::move(call)), settle_(std::move(settle)) {}
+  static void Execute(napi_env env, void* self);
+  static void Complete(napi_env env, napi_status status, void* self);
 
   Call call_;
   Settle settle_;
-  Napi::Promise::Deferred deferred_;
+  napi_deferred deferred_ = nullptr;
+  napi_async_work work_ = nullptr;
   long rc_ = 0;
   int err_ = 0;
 };
@@ -47,6 +50,8 @@ Napi::Object ResultObject(Napi::Env env, long rc, int err);
 void InitSystem(Napi::Env env, Napi::Object exports);
 void InitVm(Napi::Env env, Napi::Object exports);
 void InitVcpu(Napi::Env env, Napi::Object exports);
+void InitVcpuBusy(Napi::Env env, Napi::Object exports);
+void InitVcpuThread(Napi::Env env, Napi::Object exports);
 void InitMemory(Napi::Env env, Napi::Object exports);
 void InitFile(Napi::Env env, Napi::Object exports);
 // The VMM ioctls (vm_irq.cc, vm_state.cc, vcpu_state.cc, eventfd.cc, device.cc).

@@ -1,67 +1,72 @@
-// vcpu-fd ioctls: CPUID, registers, KVM_RUN, KVM_PRE_FAULT_MEMORY, and the
-// signal used to interrupt a thread blocked in one of them.
+// vcpu-fd ioctls: CPUID, registers, KVM_RUN on the calling thread and
+// KVM_PRE_FAULT_MEMORY. Long ioctls register in vcpu_busy so kicks find them.
 #include <pthread.h>
-#include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
-#include <mutex>
-#include <unordered_map>
+#include <memory>
 #include <vector>
 
 #include "common.h"
 #include "kvm_uapi.h"
+#include "vcpu_busy.h"
 
 namespace nkvm {
 namespace {
 
-// A realtime signal nothing in Node uses; its handler does nothing, and it is
-// installed without SA_RESTART so KVM_RUN / KVM_PRE_FAULT_MEMORY return EINTR.
-int KickSignal() { return SIGRTMIN + 3; }
-
-void NoopHandler(int) {}
-
-void InstallKickHandler() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    struct sigaction sa {};
-    sa.sa_handler = NoopHandler;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = 0;
-    sigaction(KickSignal(), &sa, nullptr);
-  });
+uint64_t ArgKeyOpt(const Napi::CallbackInfo& info, size_t i) {
+  if (info.Length() <= i || info[i].IsUndefined()) return 0;
+  double d = info[i].IsNumber() ? info[i].As<Napi::Number>().DoubleValue() : -1;
+  if (!(d >= 0) || d > 9007199254740991.0 || d != static_cast<double>(static_cast<uint64_t>(d))) {
+    throw Napi::TypeError::New(info.Env(), "key must be a vcpu key");
+  }
+  return static_cast<uint64_t>(d);
 }
 
-// Which thread is blocked in a vcpu ioctl, by vcpu fd, so interrupt() can
-// signal it. Entries live only for the duration of the ioctl.
-std::mutex g_busyMutex;
-std::unordered_map<int, pthread_t> g_busy;
-
-class BusyScope {
- public:
-  explicit BusyScope(int fd) : fd_(fd) {
-    std::lock_guard<std::mutex> lock(g_busyMutex);
-    g_busy[fd_] = pthread_self();
-  }
-  ~BusyScope() {
-    std::lock_guard<std::mutex> lock(g_busyMutex);
-    g_busy.erase(fd_);
-  }
-  BusyScope(const BusyScope&) = delete;
-  BusyScope& operator=(const BusyScope&) = delete;
-
- private:
-  int fd_;
-};
-
-long RunOnce(int fd) {
-  BusyScope busy(fd);
-  return ::ioctl(fd, KVM_RUN, 0);
+bool OnMainThread() {
+  thread_local const bool main = ::getpid() == static_cast<pid_t>(::syscall(SYS_gettid));
+  return main;
 }
 
-long PreFaultOnce(int fd, PreFaultMemory* range) {
-  BusyScope busy(fd);
+// Whether this thread's environment can still run JavaScript: calling a no-op
+// fails with napi_pending_exception once a worker is terminating.
+bool CanCallJs(napi_env env) {
+  napi_value global, fn, result;
+  if (napi_get_global(env, &global) != napi_ok) return false;
+  if (napi_create_function(env, "noop", NAPI_AUTO_LENGTH, [](napi_env, napi_callback_info) -> napi_value { return nullptr; },
+                           nullptr, &fn) != napi_ok) {
+    return false;
+  }
+  return napi_call_function(env, global, fn, 0, nullptr, &result) == napi_ok;
+}
+
+// KVM_RUN on the calling thread; returns errno (0 on success). Off the main
+// thread the watchdog kicks the run periodically: if the environment can
+// still call into JS (the worker is not terminating), KVM_RUN is re-entered
+// transparently; a kick (immediate_exit set) or process exit still returns.
+long RunOnce(napi_env env, int fd, uint64_t key) {
+  bool watchdog = !OnMainThread();
+  LongIoctl busy(key, fd, pthread_self(), watchdog);
+  if (int refused = busy.Begin()) return refused;
+  busy.WaitForShortIoctls();
+  for (;;) {
+    long rc = ::ioctl(fd, KVM_RUN, 0);
+    int err = rc < 0 ? errno : 0;
+    if (err == EINTR && watchdog && busy.TakeWatchdogKick() && !ProcessExiting() && CanCallJs(env)) continue;
+    return err;
+  }
+}
+
+long PreFaultOnce(int fd, uint64_t key, PreFaultMemory* range) {
+  LongIoctl busy(key, fd, pthread_self(), false);
+  if (int refused = busy.Begin()) {
+    errno = refused;
+    return -1;
+  }
+  busy.WaitForShortIoctls();
   return ::ioctl(fd, kIoctlPreFaultMemory, range);
 }
 
@@ -109,16 +114,11 @@ Napi::Value SetSregs(const Napi::CallbackInfo& info) { return SetStruct<kvm_sreg
 
 // KVM_RUN on the calling thread. Returns errno (0 on success) instead of
 // throwing: EINTR is an expected outcome the caller decides about.
+// run(vcpuFd[, key]).
 Napi::Value Run(const Napi::CallbackInfo& info) {
-  long rc = RunOnce(ArgInt32(info, 0, "vcpuFd"));
-  return Napi::Number::New(info.Env(), rc < 0 ? errno : 0);
-}
-
-Napi::Value RunAsync(const Napi::CallbackInfo& info) {
   int fd = ArgInt32(info, 0, "vcpuFd");
-  return SyscallWorker::Start(
-      info.Env(), [fd] { return RunOnce(fd); },
-      [](Napi::Env env, long, int err) { return Napi::Number::New(env, err); });
+  uint64_t key = ArgKeyOpt(info, 1);
+  return Napi::Number::New(info.Env(), static_cast<double>(RunOnce(info.Env(), fd, key)));
 }
 
 Napi::Object PreFaultResult(Napi::Env env, long rc, int err, const PreFaultMemory& r) {
@@ -141,46 +141,30 @@ PreFaultMemory PreFaultArgs(const Napi::CallbackInfo& info) {
 Napi::Value PreFaultMemorySync(const Napi::CallbackInfo& info) {
   int fd = ArgInt32(info, 0, "vcpuFd");
   PreFaultMemory r = PreFaultArgs(info);
-  long rc = PreFaultOnce(fd, &r);
+  long rc = PreFaultOnce(fd, ArgKeyOpt(info, 4), &r);
   return PreFaultResult(info.Env(), rc, rc < 0 ? errno : 0, r);
 }
 
 Napi::Value PreFaultMemoryAsync(const Napi::CallbackInfo& info) {
   int fd = ArgInt32(info, 0, "vcpuFd");
   auto range = std::make_shared<PreFaultMemory>(PreFaultArgs(info));
+  uint64_t key = ArgKeyOpt(info, 4);
   return SyscallWorker::Start(
-      info.Env(), [fd, range] { return PreFaultOnce(fd, range.get()); },
+      info.Env(), [fd, key, range] { return PreFaultOnce(fd, key, range.get()); },
       [range](Napi::Env env, long rc, int err) { return PreFaultResult(env, rc, err, *range); });
-}
-
-// Signals the thread currently blocked in KVM_RUN or KVM_PRE_FAULT_MEMORY on
-// this vcpu fd. Returns whether a thread was signalled. The caller sets
-// kvm_run.immediate_exit first so a kick that lands just before entry is not
-// lost.
-Napi::Value Interrupt(const Napi::CallbackInfo& info) {
-  int fd = ArgInt32(info, 0, "vcpuFd");
-  std::lock_guard<std::mutex> lock(g_busyMutex);
-  auto it = g_busy.find(fd);
-  if (it == g_busy.end()) return Napi::Boolean::New(info.Env(), false);
-  int rc = pthread_kill(it->second, KickSignal());
-  if (rc != 0) ThrowErrno(info.Env(), rc, "pthread_kill", "interrupt");
-  return Napi::Boolean::New(info.Env(), true);
 }
 
 }  // namespace
 
 void InitVcpu(Napi::Env env, Napi::Object exports) {
-  InstallKickHandler();
   exports.Set("setCpuid2", Napi::Function::New(env, SetCpuid2, "setCpuid2"));
   exports.Set("getRegs", Napi::Function::New(env, GetRegs, "getRegs"));
   exports.Set("setRegs", Napi::Function::New(env, SetRegs, "setRegs"));
   exports.Set("getSregs", Napi::Function::New(env, GetSregs, "getSregs"));
   exports.Set("setSregs", Napi::Function::New(env, SetSregs, "setSregs"));
   exports.Set("run", Napi::Function::New(env, Run, "run"));
-  exports.Set("runAsync", Napi::Function::New(env, RunAsync, "runAsync"));
   exports.Set("preFaultMemory", Napi::Function::New(env, PreFaultMemorySync, "preFaultMemory"));
   exports.Set("preFaultMemoryAsync", Napi::Function::New(env, PreFaultMemoryAsync, "preFaultMemoryAsync"));
-  exports.Set("interrupt", Napi::Function::New(env, Interrupt, "interrupt"));
 }
 
 }  // namespace nkvm

@@ -93,13 +93,13 @@ export function populateHostForKernelStepSync(vm: Vm, gpa: bigint, size: bigint)
 
 /** A kernel step: one KVM_PRE_FAULT_MEMORY ioctl. */
 export function kernelStepSync(vcpu: Vcpu, gpa: bigint, size: bigint): StepOutcome {
-  const r = native.preFaultMemory(vcpu.fd, gpa, size, 0n);
+  const r = vcpu.ioctl('KVM_PRE_FAULT_MEMORY', { gpa, size }, (fd) => native.preFaultMemory(fd, gpa, size, 0n, vcpu.key));
   return { errno: r.rc < 0 ? r.errno : 0, gpa: r.gpa, size: r.size };
 }
 
 /** kernelStepSync on a worker thread. */
 export async function kernelStepAsync(vcpu: Vcpu, gpa: bigint, size: bigint): Promise<StepOutcome> {
-  const r = await native.preFaultMemoryAsync(vcpu.fd, gpa, size, 0n);
+  const r = await vcpu.ioctl('KVM_PRE_FAULT_MEMORY', { gpa, size }, (fd) => native.preFaultMemoryAsync(fd, gpa, size, 0n, vcpu.key));
   return { errno: r.rc < 0 ? r.errno : 0, gpa: r.gpa, size: r.size };
 }
 
