@@ -22,7 +22,6 @@
  */
 import { Asm } from '../guest/asm.js';
 import { Guest } from '../guest/guest.js';
-import { initialRegs, DEFAULT_GUEST_LAYOUT } from '../guest/layout.js';
 import { touchPagesProgram } from '../guest/programs.js';
 import { decodeUcall, emitUcallDone } from '../guest/ucall.js';
 import type { IoExit } from '../exit.js';
@@ -34,6 +33,7 @@ import type { PageSize, IdentityRange } from '../guest/page-tables.js';
 import { KvmError } from '../errors.js';
 import { SelftestFailure, show } from './assert.js';
 import { parseSize, sizeSetting } from './settings.js';
+import { addSiblingVcpus } from './sibling-vcpus.js';
 import type { SelftestContext, SelftestSuite } from './types.js';
 
 const P = 4096n;
@@ -225,16 +225,7 @@ async function uffdDemandPaging(ctx: SelftestContext, variant: UffdVariant): Pro
     using guest = Guest.create(vm, { program: slicewriterProgram(), map, systemSize, regs: { rbx: gpa, rcx: slicePages } });
     const all: Vcpu[] = [guest.vcpu];
     try {
-      const sregs = guest.vcpu.getSregs();
-      const cpuid = ctx.kvm.supportedCpuid();
-      for (let i = 1; i < vcpus; i++) {
-        const v = vm.createVcpu(i);
-        all.push(v);
-        v.setCpuid(cpuid);
-        v.setSregs(sregs);
-        // Own stack page per vcpu, below the first one's.
-        v.setRegs({ ...initialRegs({ rip: guest.codeGpa, rsp: DEFAULT_GUEST_LAYOUT.stackTop - BigInt(i) * 0x1000n }), rbx: gpa + BigInt(i) * perVcpu, rcx: slicePages });
-      }
+      addSiblingVcpus(ctx.kvm, guest, vcpus, (i) => ({ rbx: gpa + BigInt(i) * perVcpu, rcx: slicePages }), all);
       ctx.log(`${variant}: ${vcpus} vcpus, ${show(perVcpu)} bytes each, ${pages} pages of 4 KiB, guest page size ${pageSize}, userfaultfd ${options.mode}${options.handler ? ' (JS handler)' : ''}${thp ? ' (2 MiB answers)' : ''}`);
       const start = performance.now();
       await Promise.all(all.map(runVcpuToDone));

@@ -12,12 +12,12 @@
  */
 import { Asm } from '../guest/asm.js';
 import { Guest } from '../guest/guest.js';
-import { DEFAULT_GUEST_LAYOUT, initialRegs } from '../guest/layout.js';
 import { decodeUcall, emitUcallDone } from '../guest/ucall.js';
 import type { IoExit } from '../exit.js';
 import type { Vcpu } from '../vcpu.js';
 import { SelftestFailure, show } from './assert.js';
 import { parseSize, sizeSetting } from './settings.js';
+import { addSiblingVcpus } from './sibling-vcpus.js';
 import type { SelftestContext, SelftestSuite } from './types.js';
 
 const P = 4096n;
@@ -61,15 +61,7 @@ async function run(ctx: SelftestContext): Promise<void> {
   let stop = false;
   const passes: number[] = [];
   try {
-    const sregs = guest.vcpu.getSregs();
-    const cpuid = ctx.kvm.supportedCpuid();
-    for (let i = 1; i < vcpus; i++) {
-      const v = vm.createVcpu(i);
-      all.push(v);
-      v.setCpuid(cpuid);
-      v.setSregs(sregs);
-      v.setRegs({ ...initialRegs({ rip: guest.codeGpa, rsp: DEFAULT_GUEST_LAYOUT.stackTop - BigInt(i) * 0x1000n }), rbx: GPA + BigInt(i) * perVcpu, rcx: perVcpu / P });
-    }
+    addSiblingVcpus(ctx.kvm, guest, vcpus, (i) => ({ rbx: GPA + BigInt(i) * perVcpu, rcx: perVcpu / P }), all);
     // Each vcpu passes over its memory until told to stop (after at least one pass).
     const loops = all.map(async (v, i) => {
       passes[i] = 0;

@@ -12,7 +12,6 @@
  */
 import { Asm } from '../guest/asm.js';
 import { Guest } from '../guest/guest.js';
-import { DEFAULT_GUEST_LAYOUT, initialRegs } from '../guest/layout.js';
 import { decodeUcall, emitUcallDone } from '../guest/ucall.js';
 import type { IoExit, MmioExit } from '../exit.js';
 import { KvmError } from '../errors.js';
@@ -21,6 +20,7 @@ import type { Vcpu } from '../vcpu.js';
 import { SelftestFailure, show } from './assert.js';
 import { isKvmPvm } from './host.js';
 import { parseSize, sizeSetting } from './settings.js';
+import { addSiblingVcpus } from './sibling-vcpus.js';
 import type { SelftestContext, SelftestSuite } from './types.js';
 
 const P = 4096n;
@@ -71,15 +71,7 @@ async function run(ctx: SelftestContext): Promise<void> {
     using guest = Guest.create(vm, { program: program(), map: [{ gpa: 0n, size: SIZE_2M, pageSize: '2m' }, { gpa: GPA, size, pageSize: '4k' }], regs: { rbx: GPA, rcx: perVcpu / P } });
     const all: Vcpu[] = [guest.vcpu];
     try {
-      const sregs = guest.vcpu.getSregs();
-      const cpuid = ctx.kvm.supportedCpuid();
-      for (let i = 1; i < vcpus; i++) {
-        const v = vm.createVcpu(i);
-        all.push(v);
-        v.setCpuid(cpuid);
-        v.setSregs(sregs);
-        v.setRegs({ ...initialRegs({ rip: guest.codeGpa, rsp: DEFAULT_GUEST_LAYOUT.stackTop - BigInt(i) * 0x1000n }), rbx: GPA + BigInt(i) * perVcpu, rcx: perVcpu / P });
-      }
+      addSiblingVcpus(ctx.kvm, guest, vcpus, (i) => ({ rbx: GPA + BigInt(i) * perVcpu, rcx: perVcpu / P }), all);
       const stage = async (what: string, want: Stop['kind'][]): Promise<Stop[]> => {
         const stops = await Promise.all(all.map(runOnce));
         stops.forEach((s, i) => {
