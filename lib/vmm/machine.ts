@@ -21,6 +21,7 @@ import { BOOT_PARAMS_ADDR, GDT_ADDR, PAGE_TABLES_ADDR, planLayout, type BootLayo
 import { RunLoop, type ExitCounts, type StopReason } from './run-loop.js';
 import { COM1, Uart16550 } from './uart16550.js';
 import { decompressPayload, parseVmlinux } from './vmlinux.js';
+import { buildMpTable, MPTABLE_ADDR } from './mptable.js';
 
 /** Where guest RAM comes from. */
 export type Backing = 'anon' | 'thp' | 'gmem';
@@ -162,13 +163,20 @@ export async function bootLinux(options: BootOptions): Promise<BootResult> {
 
   // ---- vcpus ----
   const supported = kvm.supportedCpuid();
+  if (vmSetup.irqchip) {
+    // Processors, IOAPIC and ISA wiring for a guest without ACPI.
+    const leaf1 = supported.find((e) => e.function === 1);
+    put(MPTABLE_ADDR, buildMpTable({ cpus, cpuSignature: leaf1?.eax ?? 0, cpuFeatures: leaf1?.edx ?? 0 }));
+  }
   const cpuidProfile = options.cpuidProfile ?? (isShadowPagingHost() ? 'emulator' : 'host');
   const vcpus: Vcpu[] = [];
   for (let id = 0; id < cpus; id++) {
     const vcpu = vm.createVcpu(id);
     vcpus.push(vcpu);
-    vcpu.setCpuid(guestCpuid(supported, { vcpuId: id, cpus, irqchip: vmSetup.irqchip, profile: cpuidProfile }));
-    for (const m of setUpVcpu(vcpu, { irqchip: vmSetup.irqchip })) if (!missing.includes(m)) missing.push(m);
+    const cpuid = guestCpuid(supported, { vcpuId: id, cpus, irqchip: vmSetup.irqchip, profile: cpuidProfile });
+    vcpu.setCpuid(cpuid);
+    const xsave = ((cpuid.find((e) => e.function === 1)?.ecx ?? 0) & (1 << 26)) !== 0;
+    for (const m of setUpVcpu(vcpu, { irqchip: vmSetup.irqchip, xsave })) if (!missing.includes(m)) missing.push(m);
     if (id === 0) {
       // The boot CPU starts at the 64-bit entry; the others wait for INIT/SIPI
       // in the in-kernel LAPIC (they need the irqchip to be woken).
