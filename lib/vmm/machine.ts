@@ -21,6 +21,7 @@ import { BOOT_PARAMS_ADDR, GDT_ADDR, PAGE_TABLES_ADDR, planLayout, type BootLayo
 import { RunLoop, type ExitCounts, type StopReason } from './run-loop.js';
 import { COM1, Uart16550 } from './uart16550.js';
 import { decompressPayload, parseVmlinux } from './vmlinux.js';
+import { CmosRtc, CMOS_INDEX_PORT } from './cmos-rtc.js';
 import { buildMpTable, MPTABLE_ADDR } from './mptable.js';
 
 /** Where guest RAM comes from. */
@@ -108,6 +109,8 @@ export interface BootResult {
   /** Selected KVM statistics per vcpu (exits, pf_taken, insn_emulation, ...) and of the VM (pages_4k/2m/1g). */
   vcpuStats: Record<number, Record<string, number>>;
   vmStats: Record<string, number>;
+  /** Where each vcpu was when the machine stopped (RIP, RFLAGS, CR3; hex), for diagnosis. */
+  vcpuState: Record<number, { rip: string; rflags: string; cr3: string } | { error: string }>;
   /** Ports accessed, with counts (top 32), and those no device answered. */
   ports: { port: string; count: number }[];
   unclaimedPorts: { port: string; count: number }[];
@@ -225,6 +228,8 @@ export async function bootLinux(options: BootOptions): Promise<BootResult> {
   bus.add(COM1.port, 8, 'com1', { read: (o) => uart.read(o), write: (o, _s, v) => uart.write(o, v) });
   bus.add(I8042_DATA_PORT, 1, 'i8042-data', { read: () => i8042.read(I8042_DATA_PORT), write: (_o, _s, v) => i8042.write(I8042_DATA_PORT, v) });
   bus.add(I8042_COMMAND_PORT, 1, 'i8042-command', { read: () => i8042.read(I8042_COMMAND_PORT), write: (_o, _s, v) => i8042.write(I8042_COMMAND_PORT, v) });
+  const cmos = new CmosRtc();
+  bus.add(CMOS_INDEX_PORT, 2, 'cmos-rtc', { read: (o) => cmos.read(CMOS_INDEX_PORT + o), write: (o, _s, v) => cmos.write(CMOS_INDEX_PORT + o, v) });
   bus.addSilent();
   loop = new RunLoop({ vcpus, bus, irqchip: vmSetup.irqchip, afterExit: () => uart.flush() });
 
@@ -270,6 +275,15 @@ export async function bootLinux(options: BootOptions): Promise<BootResult> {
   const vcpuStats: BootResult['vcpuStats'] = {};
   for (const v of vcpus) vcpuStats[v.id] = pick(() => v.stats(), VCPU_STATS);
   const vmStats = pick(() => vm.stats(), VM_STATS);
+  const vcpuState: BootResult['vcpuState'] = {};
+  for (const v of vcpus) {
+    try {
+      const r = v.getRegs();
+      vcpuState[v.id] = { rip: `0x${r.rip.toString(16)}`, rflags: `0x${r.rflags.toString(16)}`, cr3: `0x${v.getSregs().cr3.toString(16)}` };
+    } catch (e) {
+      vcpuState[v.id] = { error: e instanceof Error ? e.message : String(e) };
+    }
+  }
   const sortPorts = (m: Map<number, number>): { port: string; count: number }[] =>
     [...m].sort((a, b) => b[1] - a[1]).slice(0, 32).map(([p, count]) => ({ port: `0x${p.toString(16)}`, count }));
 
@@ -295,6 +309,7 @@ export async function bootLinux(options: BootOptions): Promise<BootResult> {
     exits: Object.fromEntries(loop.exits),
     vcpuStats,
     vmStats,
+    vcpuState,
     ports: sortPorts(bus.counts),
     unclaimedPorts: sortPorts(bus.unclaimed),
   };
