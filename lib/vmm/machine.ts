@@ -109,6 +109,8 @@ export interface BootResult {
   /** Selected KVM statistics per vcpu (exits, pf_taken, insn_emulation, ...) and of the VM (pages_4k/2m/1g). */
   vcpuStats: Record<number, Record<string, number>>;
   vmStats: Record<string, number>;
+  /** Exits KVM_INTERNAL_ERROR_DELIVERY_EV on the LAPIC page that the run loop ran again. */
+  vectoringRetries: number;
   /** Where each vcpu was when the machine stopped (RIP, RFLAGS, CR3; hex), for diagnosis. */
   vcpuState: Record<number, { rip: string; rflags: string; cr3: string } | { error: string }>;
   /** Ports accessed, with counts (top 32), and those no device answered. */
@@ -310,6 +312,7 @@ export async function bootLinux(options: BootOptions): Promise<BootResult> {
     vcpuStats,
     vmStats,
     vcpuState,
+    vectoringRetries: loop.vectoringRetries,
     ports: sortPorts(bus.counts),
     unclaimedPorts: sortPorts(bus.unclaimed),
   };
