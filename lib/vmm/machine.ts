@@ -74,6 +74,8 @@ export interface BootOptions {
   load?: 'bzimage' | 'vmlinux' | undefined;
   /** CPUID profile (see guestCpuid); default 'emulator' on a kvm_pvm host, else 'host'. */
   cpuidProfile?: 'host' | 'emulator' | undefined;
+  /** XSAVE state offered to the guest (see CpuidPolicyOptions.xsave); default 'none': the guest uses FXSAVE. */
+  xsave?: 'none' | 'sse' | 'avx' | undefined;
   /** KVM device path. */
   device?: string | undefined;
 }
@@ -94,6 +96,7 @@ export interface BootResult {
   prefaultResults: { engine: string; reason: string; bytesMapped: string }[];
   irqchip: boolean;
   cpuidProfile: 'host' | 'emulator';
+  xsave: 'none' | 'sse' | 'avx';
   load: 'bzimage' | 'vmlinux';
   /** Public API the VMM would have used but this node-kvm lacks. */
   missing: string[];
@@ -134,6 +137,7 @@ export async function bootLinux(options: BootOptions): Promise<BootResult> {
   if (!Number.isInteger(cpus) || cpus < 1 || cpus > 255) throw invalidArgument(OP, 'cpus must be an integer in [1, 255]', { cpus });
   if (!['anon', 'thp', 'gmem'].includes(backing)) throw invalidArgument(OP, `backing must be anon, thp or gmem`, { backing });
   if (!['none', 'auto', 'kernel', 'software'].includes(prefault)) throw invalidArgument(OP, 'prefault must be none, auto, kernel or software', { prefault });
+  if (options.xsave !== undefined && !['none', 'sse', 'avx'].includes(options.xsave)) throw invalidArgument(OP, 'xsave must be none, sse or avx', { xsave: options.xsave });
 
   const image = parseBzImage(options.kernel);
   const cmdlineBytes = encodeCmdline(cmdline);
@@ -174,11 +178,12 @@ export async function bootLinux(options: BootOptions): Promise<BootResult> {
     put(MPTABLE_ADDR, buildMpTable({ cpus, cpuSignature: leaf1?.eax ?? 0, cpuFeatures: leaf1?.edx ?? 0 }));
   }
   const cpuidProfile = options.cpuidProfile ?? (isShadowPagingHost() ? 'emulator' : 'host');
+  const xsaveOffer = options.xsave ?? 'none';
   const vcpus: Vcpu[] = [];
   for (let id = 0; id < cpus; id++) {
     const vcpu = vm.createVcpu(id);
     vcpus.push(vcpu);
-    const cpuid = guestCpuid(supported, { vcpuId: id, cpus, irqchip: vmSetup.irqchip, profile: cpuidProfile });
+    const cpuid = guestCpuid(supported, { vcpuId: id, cpus, irqchip: vmSetup.irqchip, profile: cpuidProfile, xsave: xsaveOffer });
     vcpu.setCpuid(cpuid);
     const xsave = ((cpuid.find((e) => e.function === 1)?.ecx ?? 0) & (1 << 26)) !== 0;
     for (const m of setUpVcpu(vcpu, { irqchip: vmSetup.irqchip, xsave })) if (!missing.includes(m)) missing.push(m);
@@ -302,6 +307,7 @@ export async function bootLinux(options: BootOptions): Promise<BootResult> {
     prefaultResults,
     irqchip: vmSetup.irqchip,
     cpuidProfile,
+    xsave: xsaveOffer,
     load,
     missing,
     timings: { setupMs, prefaultMs, firstOutputMs, markerMs: events.marker ?? null, runMs },
