@@ -7,8 +7,9 @@
  * plain CMOS memory. No alarms, periodic interrupt or update interrupts.
  */
 
-/** The index port; the data port follows it. */
+/** The index port (bit 7 of a write disables NMIs). */
 export const CMOS_INDEX_PORT = 0x70;
+/** The data port: the byte at the last index written. */
 export const CMOS_DATA_PORT = 0x71;
 
 const REG_SECONDS = 0x00;

@@ -96,6 +96,7 @@ export interface BootResult {
   prefaultResults: { engine: string; reason: string; bytesMapped: string }[];
   irqchip: boolean;
   cpuidProfile: 'host' | 'emulator';
+  /** The XSAVE state offered to the guest. */
   xsave: 'none' | 'sse' | 'avx';
   load: 'bzimage' | 'vmlinux';
   /** Public API the VMM would have used but this node-kvm lacks. */

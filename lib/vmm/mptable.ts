@@ -11,8 +11,9 @@ import { invalidArgument } from '../errors.js';
 
 /** Where the floating pointer goes; the configuration table follows it. */
 export const MPTABLE_ADDR = 0xf0000;
-/** The in-kernel IOAPIC's MMIO base and the LAPIC's. */
+/** The in-kernel IOAPIC's MMIO base. */
 export const IOAPIC_ADDR = 0xfec0_0000;
+/** The LAPICs' MMIO base. */
 export const LAPIC_ADDR = 0xfee0_0000;
 /** Pins of KVM's in-kernel IOAPIC. */
 export const IOAPIC_PINS = 24;
@@ -39,6 +40,7 @@ const ISA_BUS_ID = 0;
 
 /** Inputs of {@link buildMpTable}. */
 export interface MpTableOptions {
+  /** Number of vcpus (processor entries, APIC ids 0..cpus-1). */
   cpus: number;
   /** CPUID leaf 1 EAX (the processor entries' signature). */
   cpuSignature: number;
