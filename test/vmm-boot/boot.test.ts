@@ -55,7 +55,10 @@ describe.skipIf(noKernel)(`bootLinux ${noKernel ?? ''}`, () => {
 
   it('checks its options before opening anything', async () => {
     if ('missing' in debian) return;
-    for (const bad of [{ memory: 4097 }, { cpus: 0 }, { backing: 'hugetlb' }, { prefault: 'eager' }, { load: 'elf' }, { memory: 64 << 20 }]) {
+    // 64 MiB is too small only for the vmlinux load of kvm_pvm (no relocation below the
+    // kernel's 16 MiB load address + init_size); a relocatable bzImage boots in it elsewhere.
+    const tooSmall = emulated ? [{ memory: 64 << 20 }] : [];
+    for (const bad of [{ memory: 4097 }, { cpus: 0 }, { backing: 'hugetlb' }, { prefault: 'eager' }, { load: 'elf' }, { xsave: 'avx512' }, ...tooSmall]) {
       const e = await kvmErrorOfAsync(vmm.bootLinux({ kernel: debian.bytes, ...(bad as object) }));
       expect(e.code).toBe('EINVAL');
     }
