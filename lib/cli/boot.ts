@@ -24,6 +24,7 @@ export interface RawBootOptions {
   json?: string;
   marker?: string;
   load?: string;
+  xsave?: string;
 }
 
 /** Validated boot arguments (files not read yet). */
@@ -38,12 +39,13 @@ export interface BootArgs {
   json: string | undefined;
   marker: string | undefined;
   load: 'bzimage' | 'vmlinux' | undefined;
+  xsave: 'none' | 'sse' | 'avx' | undefined;
 }
 
 const OP = 'node-kvm boot';
 const BACKINGS = ['anon', 'thp', 'gmem'] as const;
 const PREFAULTS = ['none', 'auto', 'kernel', 'software'] as const;
-const KNOWN = ['kernel', 'initrd', 'cmdline', 'memory', 'cpus', 'backing', 'prefault', 'json', 'marker', 'load'];
+const KNOWN = ['kernel', 'initrd', 'cmdline', 'memory', 'cpus', 'backing', 'prefault', 'json', 'marker', 'load', 'xsave'];
 
 /** "256M", "1G", "65536K", "268435456" → bytes; KvmError EINVAL otherwise. */
 export function parseMemorySize(text: string): number {
@@ -72,6 +74,7 @@ export function parseBootArgs(raw: RawBootOptions): BootArgs {
   const prefault = raw.prefault ?? 'none';
   if (!(PREFAULTS as readonly string[]).includes(prefault)) throw invalidArgument(OP, `--prefault: ${JSON.stringify(prefault)}; expected one of ${PREFAULTS.join(', ')}`, { prefault });
   if (raw.load !== undefined && raw.load !== 'bzimage' && raw.load !== 'vmlinux') throw invalidArgument(OP, `--load: ${JSON.stringify(raw.load)}; expected bzimage or vmlinux`, { load: raw.load });
+  if (raw.xsave !== undefined && !['none', 'sse', 'avx'].includes(raw.xsave)) throw invalidArgument(OP, `--xsave: ${JSON.stringify(raw.xsave)}; expected none, sse or avx`, { xsave: raw.xsave });
   if (raw.cmdline !== undefined && !/^[\x20-\x7e]*$/.test(raw.cmdline)) throw invalidArgument(OP, '--cmdline must be printable ASCII');
   return {
     kernel: raw.kernel,
@@ -84,6 +87,7 @@ export function parseBootArgs(raw: RawBootOptions): BootArgs {
     json: raw.json,
     marker: raw.marker,
     load: raw.load as BootArgs['load'],
+    xsave: raw.xsave as BootArgs['xsave'],
   };
 }
 
@@ -113,6 +117,7 @@ export async function bootCommand(raw: RawBootOptions, io: CliIo): Promise<numbe
       prefault: args.prefault,
       marker: args.marker,
       load: args.load,
+      xsave: args.xsave,
     };
   } catch (e) {
     io.stderr(`${OP}: ${e instanceof Error ? e.message : String(e)}\n`);
@@ -157,6 +162,7 @@ export function registerBoot(program: Command, io: CliIo): void {
     .option('--json <file>', 'write the boot report (timings, exits, statistics) as JSON')
     .option('--marker <string>', 'time the first appearance of this string on the console')
     .option('--load <how>', 'bzimage (the kernel decompresses itself) or vmlinux (decompressed on the host); default: vmlinux on kvm_pvm')
+    .option('--xsave <state>', 'XSAVE state offered to the guest: none (FXSAVE only), sse or avx; default none')
     .action(async (options: RawBootOptions) => {
       io.exitCode = await bootCommand(options, io);
     });

@@ -26,14 +26,18 @@ export interface CpuidPolicyOptions {
   profile?: 'host' | 'emulator';
   /**
    * XSAVE state offered: 'sse' (default: x87 and SSE only, AVX and every
-   * AVX-dependent feature hidden) or 'avx' (x87, SSE, AVX when leaf 1 has
-   * AVX). Why 'sse' by default: in the lab's nested KVM (kvm_amd under QEMU
-   * TCG) a guest offered AVX state reads an XSAVE size for XCR0 that does not
-   * match its own sum ("XSAVE consistency problem: size 832 != kernel_size
-   * 576"), disables XSAVE and panics in fpstate_reset; the same panic the
-   * issue saw with QEMU -cpu host. Without AVX state both sizes are 576.
+   * AVX-dependent feature hidden), 'avx' (x87, SSE, AVX when leaf 1 has
+   * AVX), or 'none' (no XSAVE at all, nor AVX: the guest uses FXSAVE, as
+   * with QEMU's qemu64 model). Why not 'avx': in the lab's nested KVM (kvm_amd
+   * under QEMU TCG) a guest offered AVX state reads an XSAVE size for XCR0
+   * that does not match its own sum ("XSAVE consistency problem: size 832 !=
+   * kernel_size 576"), disables XSAVE and panics in fpstate_reset. Why
+   * bootLinux defaults to 'none': with 'sse' there, the first signal a user
+   * process returns from fails (`init[1] bad frame in rt_sigreturn`, with
+   * CPUID leaf 0xd consistent: XCR0 3, sizes 576, XSAVEOPT and XGETBV1 only),
+   * while the same boot with no XSAVE reaches the marker and reboots.
    */
-  xsave?: 'sse' | 'avx';
+  xsave?: 'none' | 'sse' | 'avx';
 }
 
 /** AVX-dependent features hidden with xsave 'sse', by leaf and register. */
@@ -53,6 +57,7 @@ const L1_ECX_X2APIC = 1 << 21;
 const L1_ECX_HYPERVISOR = 1 << 31;
 const L1_EDX_HTT = 1 << 28;
 const L1_ECX_XSAVE = 1 << 26;
+const L1_ECX_OSXSAVE = 1 << 27;
 const L1_ECX_AVX = 1 << 28;
 const L1_EDX_APIC = 1 << 9;
 const L7_ECX_LA57 = 1 << 16;
@@ -89,9 +94,14 @@ export function guestCpuid(supported: readonly CpuidEntry[], options: CpuidPolic
   const { vcpuId, cpus, irqchip } = options;
   const emulator = options.profile === 'emulator';
   const avx = options.xsave === 'avx';
+  const noXsave = options.xsave === 'none';
   const out: CpuidEntry[] = [];
   for (const entry of supported) {
     const e = { ...entry };
+    if (noXsave) {
+      if (e.function === 0xd) continue;
+      if (e.function === 1) e.ecx &= ~(L1_ECX_XSAVE | L1_ECX_OSXSAVE);
+    }
     if (emulator) {
       if (e.function === 0xd || e.function === 0x14 || e.function === 0x19 || e.function === 0x1d || e.function === 0x1e) continue;
       if (e.function === 1) e.ecx &= EMU_L1_ECX_KEEP;

@@ -17,3 +17,5 @@ export { I8042 } from './i8042.js';
 export { IoBus, dispatchIo, type PortDevice } from './io-bus.js';
 export { ConsoleWatcher, type ConsoleEvent } from './console.js';
 export { RunLoop, type StopReason, type ExitCounts } from './run-loop.js';
+export { buildMpTable, mpTableSize, MPTABLE_ADDR, IOAPIC_ADDR, LAPIC_ADDR, IOAPIC_PINS, type MpTableOptions } from './mptable.js';
+export { CmosRtc, CMOS_INDEX_PORT, CMOS_DATA_PORT } from './cmos-rtc.js';

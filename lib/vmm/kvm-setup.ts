@@ -1,38 +1,12 @@
 /**
- * The VMM's use of KVM ioctls that the "A VMM can be built on node-kvm"
- * work adds to the public API (Vm.setTssAddr, createIrqchip, createPit2,
- * irqLine; Vcpu.setMsrs, getFpu/setFpu, getLapic/setLapic). They live in one
- * file so the rest of the VMM does not care whether this build of node-kvm
- * has them: each is looked up at run time, and what is missing is reported
- * (`missing`) instead of failing, so the boot can go as far as the host and
- * the library allow. The narrow interfaces below describe exactly the calls
- * made, so this compiles before and after those methods exist.
+ * The VMM's machine and vcpu setup through node-kvm's VMM ioctls: TSS and
+ * identity-map pages, the in-kernel irqchip and PIT (Vm.createIrqchip,
+ * createPit2, irqLine), and per vcpu the reset MSRs, FPU control words, XCR0
+ * and the LAPIC's LINT0/LINT1 (Vcpu.setMsrs, setFpu, setXcrs, getLapic/setLapic),
+ * set as real VMMs (Firecracker, kvmtool, QEMU) set them at reset.
  */
-import type { Vcpu, Vm } from '../index.js';
+import { KvmError, type MsrEntry, type Vcpu, type Vm } from '../index.js';
 import { IDENTITY_MAP_ADDR, TSS_ADDR } from './layout.js';
-
-/** The Vm methods used here (optional until the library has them). */
-interface VmmVmMethods {
-  setTssAddr?(gpa: bigint | number): void;
-  setIdentityMapAddr?(gpa: bigint | number): void;
-  createIrqchip?(): void;
-  createPit2?(options?: { speakerDummy?: boolean }): void;
-  irqLine?(irq: number, level: boolean | number): void;
-}
-
-/** One MSR as Vcpu.setMsrs takes it. */
-interface MsrEntry {
-  index: number;
-  data: bigint;
-}
-
-/** The Vcpu methods used here (optional until the library has them). */
-interface VmmVcpuMethods {
-  setMsrs?(entries: readonly MsrEntry[]): void;
-  setFpu?(update: { fcw?: number }): void;
-  getLapic?(): { lvtLint0: number; lvtLint1: number };
-  setLapic?(update: { lvtLint0?: number; lvtLint1?: number }): void;
-}
 
 /** What the machine-level setup achieved. */
 export interface VmSetupResult {
@@ -40,7 +14,7 @@ export interface VmSetupResult {
   irqchip: boolean;
   /** An in-kernel PIT exists. */
   pit: boolean;
-  /** Steps skipped because this node-kvm lacks the method, by name. */
+  /** Steps the host refused (optional ones), with the error. */
   missing: string[];
 }
 
@@ -57,20 +31,18 @@ export const BOOT_MSRS: readonly MsrEntry[] = [
   { index: 0x1a0, data: 1n }, // IA32_MISC_ENABLE: fast strings
 ];
 
-/** x87 control word at reset (all exceptions masked). MXCSR is 0x1f80 from vcpu creation (KVM_SET_FPU ignores it). */
+/** x87 control word at reset (all exceptions masked). */
 export const FPU_FCW = 0x37f;
+/** MXCSR at reset (all SSE exceptions masked). */
+export const FPU_MXCSR = 0x1f80;
+/** XCR0 at reset: x87 state only (the kernel enables the rest itself). */
+export const RESET_XCR0 = 1n;
 
 /** LVT delivery modes of a PC's virtual-wire mode. */
 const APIC_MODE_EXTINT = 0x7 << 8;
 const APIC_MODE_NMI = 0x4 << 8;
 
-function vmMethods(vm: Vm): VmmVmMethods {
-  return vm as unknown as VmmVmMethods;
-}
-
-function vcpuMethods(vcpu: Vcpu): VmmVcpuMethods {
-  return vcpu as unknown as VmmVcpuMethods;
-}
+const message = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 
 /**
  * Machine-wide setup before any vcpu exists: TSS and identity-map pages (the
@@ -78,67 +50,62 @@ function vcpuMethods(vcpu: Vcpu): VmmVcpuMethods {
  * in-kernel irqchip and PIT when `irqchip` is asked for.
  */
 export function setUpVm(vm: Vm, options: { irqchip: boolean }): VmSetupResult {
-  const m = vmMethods(vm);
   const missing: string[] = [];
-  const call = (name: keyof VmmVmMethods, fn: () => void): boolean => {
-    if (typeof m[name] !== 'function') {
-      missing.push(`Vm.${name}`);
-      return false;
-    }
-    fn();
-    return true;
-  };
-  call('setTssAddr', () => m.setTssAddr!(TSS_ADDR));
-  call('setIdentityMapAddr', () => m.setIdentityMapAddr!(IDENTITY_MAP_ADDR));
+  vm.setTssAddr(TSS_ADDR);
+  try {
+    vm.setIdentityMapAddr(IDENTITY_MAP_ADDR);
+  } catch (e) {
+    // Only the Intel KVM has it (ENOTTY/EINVAL elsewhere is no problem).
+    if (!(e instanceof KvmError)) throw e;
+    missing.push(`Vm.setIdentityMapAddr: ${e.message}`);
+  }
   let irqchip = false;
   let pit = false;
   if (options.irqchip) {
-    irqchip = call('createIrqchip', () => m.createIrqchip!());
+    vm.createIrqchip();
+    irqchip = true;
     // KVM_PIT_SPEAKER_DUMMY: the PIT answers port 0x61 itself.
-    if (irqchip) pit = call('createPit2', () => m.createPit2!({ speakerDummy: true }));
+    vm.createPit2({ speakerDummy: true });
+    pit = true;
   }
   return { irqchip, pit, missing };
 }
 
 /** The function raising or lowering an IRQ line of the in-kernel irqchip, if any. */
 export function irqLineOf(vm: Vm, setup: VmSetupResult): ((irq: number, level: boolean) => void) | undefined {
-  const m = vmMethods(vm);
-  if (!setup.irqchip || typeof m.irqLine !== 'function') return undefined;
-  return (irq, level) => m.irqLine!(irq, level);
+  if (!setup.irqchip) return undefined;
+  return (irq, level) => vm.irqLine(irq, level);
 }
 
 /**
  * Per-vcpu setup the boot protocol leaves to the loader: reset MSRs, the
- * FPU's control words, and (with an irqchip) LINT0 as ExtINT and LINT1 as
- * NMI so the PIC's interrupts reach the boot CPU before Linux programs its
- * LAPIC. Returns the names of the methods this node-kvm lacks.
+ * FPU's control words, XCR0, and (with an irqchip) LINT0 as ExtINT and
+ * LINT1 as NMI so the PIC's interrupts reach the boot CPU before Linux
+ * programs its LAPIC. Returns what the host refused (optional steps).
  */
-export function setUpVcpu(vcpu: Vcpu, options: { irqchip: boolean }): string[] {
-  const c = vcpuMethods(vcpu);
+export function setUpVcpu(vcpu: Vcpu, options: { irqchip: boolean; xsave: boolean }): string[] {
   const missing: string[] = [];
-  if (typeof c.setMsrs === 'function') {
-    try {
-      c.setMsrs(BOOT_MSRS);
-    } catch (e) {
-      // A host that refuses one of these MSRs should not stop the boot: say so.
-      missing.push(`Vcpu.setMsrs failed: ${e instanceof Error ? e.message : String(e)}`);
-    }
-  } else {
-    missing.push('Vcpu.setMsrs');
+  try {
+    vcpu.setMsrs(BOOT_MSRS);
+  } catch (e) {
+    // A host that refuses one of these MSRs should not stop the boot: say so.
+    missing.push(`Vcpu.setMsrs: ${message(e)}`);
   }
-  if (typeof c.setFpu === 'function') c.setFpu({ fcw: FPU_FCW });
-  else missing.push('Vcpu.setFpu');
-  if (options.irqchip) {
-    if (typeof c.getLapic === 'function' && typeof c.setLapic === 'function') {
-      const lapic = c.getLapic();
-      // Mode bits 8-10 and the mask bit 16 replaced: LINT0 ExtINT, LINT1 NMI, both unmasked.
-      c.setLapic({
-        lvtLint0: (lapic.lvtLint0 & ~0x1_0700) | APIC_MODE_EXTINT,
-        lvtLint1: (lapic.lvtLint1 & ~0x1_0700) | APIC_MODE_NMI,
-      });
-    } else {
-      missing.push('Vcpu.getLapic/setLapic');
+  vcpu.setFpu({ fcw: FPU_FCW, mxcsr: FPU_MXCSR });
+  if (options.xsave) {
+    try {
+      vcpu.setXcrs([{ xcr: 0, value: RESET_XCR0 }]);
+    } catch (e) {
+      missing.push(`Vcpu.setXcrs: ${message(e)}`);
     }
+  }
+  if (options.irqchip) {
+    const lapic = vcpu.getLapic();
+    // Mode bits 8-10 and the mask bit 16 replaced: LINT0 ExtINT, LINT1 NMI, both unmasked.
+    vcpu.setLapic({
+      lvtLint0: (lapic.lvtLint0 & ~0x1_0700) | APIC_MODE_EXTINT,
+      lvtLint1: (lapic.lvtLint1 & ~0x1_0700) | APIC_MODE_NMI,
+    });
   }
   return missing;
 }

@@ -21,6 +21,8 @@ import { BOOT_PARAMS_ADDR, GDT_ADDR, PAGE_TABLES_ADDR, planLayout, type BootLayo
 import { RunLoop, type ExitCounts, type StopReason } from './run-loop.js';
 import { COM1, Uart16550 } from './uart16550.js';
 import { decompressPayload, parseVmlinux } from './vmlinux.js';
+import { CmosRtc, CMOS_INDEX_PORT } from './cmos-rtc.js';
+import { buildMpTable, MPTABLE_ADDR } from './mptable.js';
 
 /** Where guest RAM comes from. */
 export type Backing = 'anon' | 'thp' | 'gmem';
@@ -74,6 +76,8 @@ export interface BootOptions {
   load?: 'bzimage' | 'vmlinux' | undefined;
   /** CPUID profile (see guestCpuid); default 'emulator' on a kvm_pvm host, else 'host'. */
   cpuidProfile?: 'host' | 'emulator' | undefined;
+  /** XSAVE state offered to the guest (see CpuidPolicyOptions.xsave); default 'none': the guest uses FXSAVE. */
+  xsave?: 'none' | 'sse' | 'avx' | undefined;
   /** KVM device path. */
   device?: string | undefined;
 }
@@ -104,6 +108,8 @@ export interface BootResult {
   irqchip: boolean;
   /** The CPUID profile given to KVM_SET_CPUID2: 'host' (KVM_GET_SUPPORTED_CPUID, trimmed by guestCpuid) or 'emulator' (features KVM's emulator cannot run removed). */
   cpuidProfile: 'host' | 'emulator';
+  /** The XSAVE state offered to the guest. */
+  xsave: 'none' | 'sse' | 'avx';
   /** How the kernel was loaded: 'bzimage' (the guest decompressed itself) or 'vmlinux' (decompressed on the host and entered directly). */
   load: 'bzimage' | 'vmlinux';
   /** Public API the VMM would have used but this node-kvm lacks. */
@@ -122,6 +128,10 @@ export interface BootResult {
   vcpuStats: Record<number, Record<string, number>>;
   /** Selected VM-wide KVM statistics (KVM_GET_STATS_FD) at the end of the run: pages_4k, pages_2m and pages_1g, the number of guest pages KVM's page tables map at each size. */
   vmStats: Record<string, number>;
+  /** Exits KVM_INTERNAL_ERROR_DELIVERY_EV on the LAPIC page that the run loop ran again. */
+  vectoringRetries: number;
+  /** Where each vcpu was when the machine stopped (RIP, RFLAGS, CR3; hex), for diagnosis. */
+  vcpuState: Record<number, { rip: string; rflags: string; cr3: string } | { error: string }>;
   /** Ports accessed, with counts (top 32), and those no device answered. */
   ports: { port: string; count: number }[];
   /** Ports no device answered (hex strings) with their access counts, most accessed first, top 32. */
@@ -144,6 +154,7 @@ export async function bootLinux(options: BootOptions): Promise<BootResult> {
   if (!Number.isInteger(cpus) || cpus < 1 || cpus > 255) throw invalidArgument(OP, 'cpus must be an integer in [1, 255]', { cpus });
   if (!['anon', 'thp', 'gmem'].includes(backing)) throw invalidArgument(OP, `backing must be anon, thp or gmem`, { backing });
   if (!['none', 'auto', 'kernel', 'software'].includes(prefault)) throw invalidArgument(OP, 'prefault must be none, auto, kernel or software', { prefault });
+  if (options.xsave !== undefined && !['none', 'sse', 'avx'].includes(options.xsave)) throw invalidArgument(OP, 'xsave must be none, sse or avx', { xsave: options.xsave });
 
   const image = parseBzImage(options.kernel);
   const cmdlineBytes = encodeCmdline(cmdline);
@@ -178,13 +189,21 @@ export async function bootLinux(options: BootOptions): Promise<BootResult> {
 
   // ---- vcpus ----
   const supported = kvm.supportedCpuid();
+  if (vmSetup.irqchip) {
+    // Processors, IOAPIC and ISA wiring for a guest without ACPI.
+    const leaf1 = supported.find((e) => e.function === 1);
+    put(MPTABLE_ADDR, buildMpTable({ cpus, cpuSignature: leaf1?.eax ?? 0, cpuFeatures: leaf1?.edx ?? 0 }));
+  }
   const cpuidProfile = options.cpuidProfile ?? (isShadowPagingHost() ? 'emulator' : 'host');
+  const xsaveOffer = options.xsave ?? 'none';
   const vcpus: Vcpu[] = [];
   for (let id = 0; id < cpus; id++) {
     const vcpu = vm.createVcpu(id);
     vcpus.push(vcpu);
-    vcpu.setCpuid(guestCpuid(supported, { vcpuId: id, cpus, irqchip: vmSetup.irqchip, profile: cpuidProfile }));
-    for (const m of setUpVcpu(vcpu, { irqchip: vmSetup.irqchip })) if (!missing.includes(m)) missing.push(m);
+    const cpuid = guestCpuid(supported, { vcpuId: id, cpus, irqchip: vmSetup.irqchip, profile: cpuidProfile, xsave: xsaveOffer });
+    vcpu.setCpuid(cpuid);
+    const xsave = ((cpuid.find((e) => e.function === 1)?.ecx ?? 0) & (1 << 26)) !== 0;
+    for (const m of setUpVcpu(vcpu, { irqchip: vmSetup.irqchip, xsave })) if (!missing.includes(m)) missing.push(m);
     if (id === 0) {
       // The boot CPU starts at the 64-bit entry; the others wait for INIT/SIPI
       // in the in-kernel LAPIC (they need the irqchip to be woken).
@@ -233,6 +252,8 @@ export async function bootLinux(options: BootOptions): Promise<BootResult> {
   bus.add(COM1.port, 8, 'com1', { read: (o) => uart.read(o), write: (o, _s, v) => uart.write(o, v) });
   bus.add(I8042_DATA_PORT, 1, 'i8042-data', { read: () => i8042.read(I8042_DATA_PORT), write: (_o, _s, v) => i8042.write(I8042_DATA_PORT, v) });
   bus.add(I8042_COMMAND_PORT, 1, 'i8042-command', { read: () => i8042.read(I8042_COMMAND_PORT), write: (_o, _s, v) => i8042.write(I8042_COMMAND_PORT, v) });
+  const cmos = new CmosRtc();
+  bus.add(CMOS_INDEX_PORT, 2, 'cmos-rtc', { read: (o) => cmos.read(CMOS_INDEX_PORT + o), write: (o, _s, v) => cmos.write(CMOS_INDEX_PORT + o, v) });
   bus.addSilent();
   loop = new RunLoop({ vcpus, bus, irqchip: vmSetup.irqchip, afterExit: () => uart.flush() });
 
@@ -278,6 +299,15 @@ export async function bootLinux(options: BootOptions): Promise<BootResult> {
   const vcpuStats: BootResult['vcpuStats'] = {};
   for (const v of vcpus) vcpuStats[v.id] = pick(() => v.stats(), VCPU_STATS);
   const vmStats = pick(() => vm.stats(), VM_STATS);
+  const vcpuState: BootResult['vcpuState'] = {};
+  for (const v of vcpus) {
+    try {
+      const r = v.getRegs();
+      vcpuState[v.id] = { rip: `0x${r.rip.toString(16)}`, rflags: `0x${r.rflags.toString(16)}`, cr3: `0x${v.getSregs().cr3.toString(16)}` };
+    } catch (e) {
+      vcpuState[v.id] = { error: e instanceof Error ? e.message : String(e) };
+    }
+  }
   const sortPorts = (m: Map<number, number>): { port: string; count: number }[] =>
     [...m].sort((a, b) => b[1] - a[1]).slice(0, 32).map(([p, count]) => ({ port: `0x${p.toString(16)}`, count }));
 
@@ -294,6 +324,7 @@ export async function bootLinux(options: BootOptions): Promise<BootResult> {
     prefaultResults,
     irqchip: vmSetup.irqchip,
     cpuidProfile,
+    xsave: xsaveOffer,
     load,
     missing,
     timings: { setupMs, prefaultMs, firstOutputMs, markerMs: events.marker ?? null, runMs },
@@ -303,6 +334,8 @@ export async function bootLinux(options: BootOptions): Promise<BootResult> {
     exits: Object.fromEntries(loop.exits),
     vcpuStats,
     vmStats,
+    vcpuState,
+    vectoringRetries: loop.vectoringRetries,
     ports: sortPorts(bus.counts),
     unclaimedPorts: sortPorts(bus.unclaimed),
   };

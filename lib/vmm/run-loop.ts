@@ -26,6 +26,28 @@ type IoLike = { reason: 'io'; direction: 'in' | 'out'; size: number; port: numbe
 type MmioLike = { reason: 'mmio'; isWrite: boolean; len: number; data: Uint8Array; physAddr: bigint };
 type SystemEventLike = { reason: 'system-event'; type: number };
 type ErrorLike = { reason: 'internal-error' | 'fail-entry' };
+type InternalErrorLike = { reason: 'internal-error'; suberror: number; data: readonly bigint[] };
+
+/** KVM_INTERNAL_ERROR_DELIVERY_EV, its data[1] for an SVM nested page fault, the LAPIC's page. */
+const DELIVERY_EV = 3;
+const SVM_EXIT_NPF = 0x400n;
+const LAPIC_PAGE = 0xfee0_0000n;
+/** Back-to-back retries of that exit on one vcpu before the loop gives up. */
+const MAX_VECTORING_RETRIES = 64;
+
+/**
+ * KVM refuses to emulate an MMIO access while it believes an event is being
+ * delivered (KVM_INTERNAL_ERROR_DELIVERY_EV). In the lab (kvm_amd nested in
+ * QEMU TCG) it reports that for the guest's ordinary EOI write to its LAPIC
+ * (`mov %eax, APIC_EOI`, not part of any event delivery): the emulated
+ * CPU's EXITINTINFO is still valid on that exit. KVM has re-queued the event,
+ * so running the vcpu again delivers it and then retries the write.
+ */
+function isLapicVectoringError(exit: VcpuExit): boolean {
+  if (exit.reason !== 'internal-error') return false;
+  const e = exit as VcpuExit & InternalErrorLike;
+  return e.suberror === DELIVERY_EV && e.data.length >= 4 && e.data[1] === SVM_EXIT_NPF && (e.data[3]! & ~0xfffn) === LAPIC_PAGE;
+}
 
 const isIo = (e: VcpuExit): e is VcpuExit & IoLike => e.reason === 'io';
 const isMmio = (e: VcpuExit): e is VcpuExit & MmioLike => e.reason === 'mmio';
@@ -56,6 +78,9 @@ export class RunLoop {
   readonly exits = new Map<number, ExitCounts>();
   /** MMIO accesses no device answered. */
   mmioUnclaimed = 0;
+  /** KVM_INTERNAL_ERROR_DELIVERY_EV exits on the LAPIC page run again (see isLapicVectoringError). */
+  vectoringRetries = 0;
+  readonly #retriesInARow = new Map<number, number>();
 
   constructor(options: RunLoopOptions) {
     this.#options = options;
@@ -117,6 +142,16 @@ export class RunLoop {
       this.mmioUnclaimed++;
       if (!exit.isWrite) exit.data.fill(0xff);
       return;
+    }
+    if (isLapicVectoringError(exit)) {
+      const inARow = (this.#retriesInARow.get(vcpu.id) ?? 0) + 1;
+      this.#retriesInARow.set(vcpu.id, inARow);
+      if (inARow <= MAX_VECTORING_RETRIES) {
+        this.vectoringRetries++;
+        return;
+      }
+    } else {
+      this.#retriesInARow.set(vcpu.id, 0);
     }
     if (isSystemEvent(exit)) {
       if (exit.type === SYSTEM_EVENT_SHUTDOWN) this.stop({ kind: 'poweroff', source: 'system-event' });

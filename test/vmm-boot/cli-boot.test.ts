@@ -31,6 +31,7 @@ describe('node-kvm boot arguments', () => {
       [{ kernel: 'k', backing: 'hugetlb' }, /--backing.*anon, thp, gmem/],
       [{ kernel: 'k', prefault: 'eager' }, /--prefault.*none, auto, kernel, software/],
       [{ kernel: 'k', load: 'elf' }, /--load/],
+      [{ kernel: 'k', xsave: 'avx512' }, /--xsave.*none, sse or avx/],
       [{ kernel: 'k', cmdline: 'caf\u00e9' }, /--cmdline/],
       [{ kernel: 'k', speed: 'fast' }, /unknown option "speed"/],
     ];

@@ -66,6 +66,15 @@ describe('guestCpuid', () => {
     expect(find(out, 0xd, 2)).toBeUndefined();
   });
 
+  it("with xsave 'none' offers no XSAVE, no XSAVE leaves and no AVX", () => {
+    const out = vmm.guestCpuid(supported, { vcpuId: 0, cpus: 1, irqchip: true, xsave: 'none' });
+    const l1 = out.find((e) => e.function === 1)!;
+    expect(l1.ecx & ((1 << 26) | (1 << 27) | (1 << 28))).toBe(0);
+    expect(out.filter((e) => e.function === 0xd)).toEqual([]);
+    // SSE3 and the rest of leaf 1 stay.
+    expect(l1.ecx & 1).toBe(1);
+  });
+
   it('hides x2APIC and TSC-deadline without an irqchip', () => {
     const l1 = find(vmm.guestCpuid(supported, { vcpuId: 0, cpus: 1, irqchip: false }), 1)!;
     expect(l1.ecx & ((1 << 21) | (1 << 24))).toBe(0);

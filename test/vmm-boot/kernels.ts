@@ -25,8 +25,15 @@ export function debianKernel(): { path: string; bytes: Buffer } | { missing: str
   return { missing: `no Debian 6.18 kernel (run npm run lab:setup); looked in ${tried.join(', ')}` };
 }
 
-/** A tinyconfig bzImage (any file named bzImage under a lab cache's kernels or builds). */
+/**
+ * A tinyconfig bzImage: the lab's sw-protected 7.x kernel (kernels/sw-protected/vmlinuz)
+ * or any file named bzImage under a lab cache's kernels or builds.
+ */
 export function tinyKernel(): { path: string; bytes: Buffer } | { missing: string } {
+  for (const c of caches()) {
+    const built = join(c, 'kernels/sw-protected/vmlinuz');
+    if (existsSync(built)) return { path: built, bytes: readFileSync(built) };
+  }
   for (const c of caches()) {
     for (const sub of ['kernels', 'build', 'builds']) {
       const dir = join(c, sub);
@@ -35,7 +42,7 @@ export function tinyKernel(): { path: string; bytes: Buffer } | { missing: strin
       if (found) return { path: found, bytes: readFileSync(found) };
     }
   }
-  return { missing: 'no tinyconfig bzImage built yet (helper "lab" builds it under the lab cache)' };
+  return { missing: 'no tinyconfig bzImage built yet (scripts/lab builds it under ~/.cache/node-kvm/lab/kernels/sw-protected)' };
 }
 
 function findFile(dir: string, name: string, depth: number): string | undefined {
