@@ -193,6 +193,6 @@ export function headLines(report: BenchReport): string[] {
 export function formatReport(report: BenchReport, wide = false): string {
   const note = wide ? [] : ['(--wide: every column)'];
   const firstTouch = report.variants.length ? ['', formatReportTable(report, wide), ...note, '', ...resultLines(report)] : [];
-  const exits = report.exits ? ['', ...formatExitsReport(report.exits)] : [];
+  const exits = report.exits ? ['', ...formatExitsReport(report.exits, wide)] : [];
   return [...headLines(report), ...firstTouch, ...exits, `Duration: ${(report.durationMs / 1000).toFixed(1)} s`, ''].join('\n');
 }

@@ -34,13 +34,15 @@ describeKvm('exits family run (tiny)', () => {
   const dir = mkdtempSync(join(tmpdir(), 'node-kvm-exits-bench-'));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-  it('measures every mode on both sides and reports ratios against the goals', async () => {
+  it('measures every mode on both sides and reports ratios (goals in the JSON)', async () => {
     const json = join(dir, 'exits.json');
     const io = capture();
     const code = await main(['bench', '--family', 'exits', '--exit-iterations', '50', '--reps', '1', '--warmup', '0', '--json', json], io);
     expect(code, io.err()).toBe(0);
-    expect(io.out()).toMatch(/^variant +Node ns\/exit +min-max +C ns\/exit/m);
-    expect(io.out()).toMatch(/Exits Node\/C goals \(sync <= 1.05, async and worker <= 1.3\)/);
+    expect(io.out()).toMatch(/^variant +Node ns\/exit +C ns\/exit +N\/C/m);
+    // Results on the terminal, goals only in the JSON; the table fits 100 columns.
+    expect(io.out()).not.toMatch(/goal|NOT met/i);
+    for (const l of io.out().split('\n')) expect(l.length, l).toBeLessThanOrEqual(100);
     const report = JSON.parse(readFileSync(json, 'utf8')) as BenchReport;
     expect(report.variants).toEqual([]);
     const variants = report.exits!.variants;
