@@ -20,7 +20,8 @@
         "native/device.cc",
         "native/exits.cc",
         "native/userfault.cc",
-        "native/selftest_vm.cc"
+        "native/selftest_vm.cc",
+        "native/dirty_ring.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NAPI_CPP_EXCEPTIONS"],

@@ -61,3 +61,6 @@ export {
 export { convertMemory, answerMemoryFault, type ConvertMemoryOptions, type ConversionResult, type AnswerMemoryFaultOptions } from './conversion.js';
 export { launchPrivateGuest, measureLaunchPages, type LaunchPages, type LaunchMeasurement, type PrivateLaunchOptions, type PrivateLaunch } from './launch.js';
 export { timeoutScale, scaledTimeout, TIMEOUT_SCALE_ENV } from './time-scale.js';
+export {
+  DirtyRing, DIRTY_RING_ENTRY_BYTES, dirtyRingSupport, enableDirtyRing, dirtyRingEntries, resetDirtyRings, type DirtyGfn, type DirtyRingSupport,
+} from './vm/dirty-ring.js';

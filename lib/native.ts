@@ -174,6 +174,24 @@ export interface NativeAddon {
   kvmRunLayout(): Record<string, number>;
   /** KVM_ENABLE_CAP on a VM fd with args[0] only (internal; the VMM API's Vm.enableCap supersedes it). */
   vmEnableCap(vmFd: number, cap: number, arg0: bigint): void;
+  /** KVM_RESET_DIRTY_RINGS (dirty_ring.cc); returns the entries KVM rearmed. */
+  vmResetDirtyRings(vmFd: number): number;
+  /** The kvm_dirty_gfn layout and ring constants of dirty_ring.cc. */
+  dirtyRingLayout(): DirtyRingLayout;
+}
+
+/** struct kvm_dirty_gfn and the dirty ring's constants, as native/dirty_ring.cc defines them. */
+export interface DirtyRingLayout {
+  entryBytes: number;
+  flagsOffset: number;
+  slotOffset: number;
+  offsetOffset: number;
+  flagDirty: number;
+  flagReset: number;
+  /** Pages into the vcpu fd where the ring is mapped (KVM_DIRTY_LOG_PAGE_OFFSET). */
+  pageOffset: number;
+  capDirtyLogRing: number;
+  capDirtyLogRingAcqRel: number;
 }
 
 const require = createRequire(import.meta.url);

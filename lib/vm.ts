@@ -482,8 +482,8 @@ export class Vm extends Resource {
   setClock(data: Partial<vmm.ClockData> & { clock: U64Like }): void { vmm.setClock(this, data); }
   /** KVM_GET_DIRTY_LOG for a logDirtyPages slot; `into` is reused as the bitmap. */
   getDirtyLog(slot: number, into?: BigUint64Array): vmm.DirtyLog { return vmm.getDirtyLog(this, slot, into); }
-  /** KVM_CLEAR_DIRTY_LOG (after enableCap('MANUAL_DIRTY_LOG_PROTECT2', [...])). */
-  clearDirtyLog(slot: number, firstPage: U64Like, numPages: number): void { vmm.clearDirtyLog(this, slot, firstPage, numPages); }
+  /** KVM_CLEAR_DIRTY_LOG (after enableCap('MANUAL_DIRTY_LOG_PROTECT2', [...])); `bitmap` picks the pages (default all). */
+  clearDirtyLog(slot: number, firstPage: U64Like, numPages: number, bitmap?: BigUint64Array): void { vmm.clearDirtyLog(this, slot, firstPage, numPages, bitmap); }
   /** KVM_CREATE_DEVICE (closed with the VM); with { test: true } only checks the type can be created. */
   createDevice(type: DeviceType | number, options?: { test?: false }): Device;
   createDevice(type: DeviceType | number, options: { test: true }): undefined;

@@ -17,6 +17,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   nkvm::InitExits(env, exports);
   nkvm::InitUserfault(env, exports);
   nkvm::InitSelftestVm(env, exports);
+  nkvm::InitDirtyRing(env, exports);
   return exports;
 }
 

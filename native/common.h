@@ -63,5 +63,6 @@ void InitDevice(Napi::Env env, Napi::Object exports);
 void InitExits(Napi::Env env, Napi::Object exports);
 void InitUserfault(Napi::Env env, Napi::Object exports);
 void InitSelftestVm(Napi::Env env, Napi::Object exports);
+void InitDirtyRing(Napi::Env env, Napi::Object exports);
 
 }  // namespace nkvm

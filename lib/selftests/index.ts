@@ -24,6 +24,7 @@ const SUITE_LOADERS: Readonly<Record<string, () => Promise<SuiteModule>>> = {
   mmu_stress: () => import('./mmu_stress.js'),
   private_mem_kvm_exits: () => import('./private_mem_kvm_exits.js'),
   private_mem_conversions: () => import('./private_mem_conversions.js'),
+  dirty_log: () => import('./dirty_log.js'),
 };
 
 /** Names of the registered suites, in run order. */

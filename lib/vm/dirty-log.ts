@@ -90,8 +90,14 @@ export function getDirtyLog(vm: Vm, slot: number, into?: BigUint64Array): DirtyL
  * of the slot so their next write is logged again. firstPage must be a
  * multiple of 64; numPages too, unless the range ends at the slot's end.
  * Needs KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 enabled (vm.enableCap).
+ *
+ * `bitmap` (bit i = page firstPage + i, at least dirtyBitmapWords(numPages)
+ * words) clears only the pages whose bit is set: pass the bitmap
+ * KVM_GET_DIRTY_LOG just gave, so a page dirtied between the get and the
+ * clear stays dirty instead of being lost. Without it every page of the range
+ * is cleared.
  */
-export function clearDirtyLog(vm: Vm, slot: number, firstPage: bigint | number, numPages: number): void {
+export function clearDirtyLog(vm: Vm, slot: number, firstPage: bigint | number, numPages: number, bitmap?: BigUint64Array): void {
   const op = 'KVM_CLEAR_DIRTY_LOG';
   const s = slotOf(vm, slot, op);
   const first = toU64Arg(firstPage, 'firstPage', op);
@@ -100,7 +106,11 @@ export function clearDirtyLog(vm: Vm, slot: number, firstPage: bigint | number, 
   if (first % 64n !== 0n) throw invalidArgument(op, 'firstPage must be a multiple of 64', args);
   if (first + BigInt(n) > BigInt(s.pages)) throw invalidArgument(op, `range passes the slot's ${s.pages} pages`, args);
   if (n % 64 !== 0 && first + BigInt(n) !== BigInt(s.pages)) throw invalidArgument(op, "numPages must be a multiple of 64 unless the range ends at the slot's end", args);
+  if (bitmap !== undefined && !(bitmap instanceof BigUint64Array)) throw invalidArgument(op, 'bitmap must be a BigUint64Array', args);
+  const words = dirtyBitmapWords(n);
+  if (bitmap !== undefined && bitmap.length < words) throw invalidArgument(op, `bitmap has ${bitmap.length} words; ${n} pages need ${words}`, args);
   if (n === 0) return;
-  const bitmap = new BigUint64Array(dirtyBitmapWords(n)).fill(~0n & ((1n << 64n) - 1n));
-  callVm(vm, op, args, (fd) => native.vmClearDirtyLog(fd, s.id, first, n, new Uint8Array(bitmap.buffer)));
+  // A copy: what is passed is what was checked, and the caller's array may change meanwhile.
+  const bits = bitmap ? bitmap.slice(0, words) : new BigUint64Array(words).fill(~0n & ((1n << 64n) - 1n));
+  callVm(vm, op, args, (fd) => native.vmClearDirtyLog(fd, s.id, first, n, new Uint8Array(bits.buffer)));
 }
