@@ -25,6 +25,7 @@ const SUITE_LOADERS: Readonly<Record<string, () => Promise<SuiteModule>>> = {
   private_mem_kvm_exits: () => import('./private_mem_kvm_exits.js'),
   private_mem_conversions: () => import('./private_mem_conversions.js'),
   dirty_log: () => import('./dirty_log.js'),
+  max_guest_memory: () => import('./max_guest_memory.js'),
 };
 
 /** Names of the registered suites, in run order. */
