@@ -10,6 +10,7 @@ import { Asm } from '../guest/asm.js';
 import { Guest } from '../guest/guest.js';
 import { decodeUcall, emitUcallSync, type Ucall } from '../guest/ucall.js';
 import type { IoExit, VcpuExit } from '../exit.js';
+import type { Kvm } from '../kvm.js';
 import type { HostMemory } from '../memory.js';
 import { allocateSharedMemory } from '../userfault.js';
 import type { Vcpu } from '../vcpu.js';
@@ -179,4 +180,17 @@ export function dropEvenSlotsAndUnmap(vm: Vm, g: AliasedGuest): number {
   }
   g.backing.close();
   return deleted;
+}
+
+/**
+ * The TAP notes every aliased-guest case carries: its guest page size, and
+ * whether this host's KVM offers 1 GiB guest pages at all (PDPE1GB, CPUID
+ * 0x80000001 EDX bit 26, in KVM_GET_SUPPORTED_CPUID). Upstream maps its guest
+ * with 1 GiB pages without asking, so where KVM lacks them its guest takes a
+ * page fault (reserved bit) at its first access.
+ */
+export function guestPageNotes(ctx: SelftestContext, kvm: Kvm): void {
+  ctx.note('guest pages: 2 MiB');
+  const ext = kvm.supportedCpuid().find((e) => e.function === 0x8000_0001);
+  if (!ext || (ext.edx & (1 << 26)) === 0) ctx.note('KVM offers no 1 GiB guest pages (no PDPE1GB in KVM_GET_SUPPORTED_CPUID)');
 }

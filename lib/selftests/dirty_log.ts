@@ -23,10 +23,10 @@
  * Upstream uses 1 GiB + 3 pages (the 3 make the bitmap's last word partial),
  * 32 iterations of 10 ms, at least 256 guest writes per iteration and a
  * 65536-entry ring (capped by the memory's page count). Here the defaults are
- * smaller for CI: `dirty_log.memory` 64M (+ 3 pages), `dirty_log.iterations`
- * 32, `dirty_log.interval` 10 (ms), `dirty_log.ring` 1024 entries (small so
+ * smaller for CI: `dirty_log.memory` 32M (+ 3 pages), `dirty_log.iterations`
+ * 16, `dirty_log.interval` 10 (ms), `dirty_log.ring` 1024 entries (small so
  * the ring fills and the full-ring path runs), `dirty_log.seed`. Full size:
- * `--set dirty_log.memory=1G --set dirty_log.ring=65536`.
+ * `--set dirty_log.memory=1G --set dirty_log.iterations=32 --set dirty_log.ring=65536`.
  */
 import { Asm } from '../guest/asm.js';
 import { Guest } from '../guest/guest.js';
@@ -142,9 +142,9 @@ const skipFor: Record<Mode, () => string | undefined> = {
 };
 
 async function runMode(ctx: SelftestContext, mode: Mode): Promise<void> {
-  const iterations = countSetting(ctx, 'dirty_log.iterations', 32, 100_000);
+  const iterations = countSetting(ctx, 'dirty_log.iterations', 16, 100_000);
   const interval = countSetting(ctx, 'dirty_log.interval', 10, 60_000);
-  const memory = sizeSetting(ctx, 'dirty_log.memory', 64n << 20n);
+  const memory = sizeSetting(ctx, 'dirty_log.memory', 32n << 20n);
   if (memory < 1n << 20n || memory % P !== 0n || memory > 64n << 30n) throw new SelftestFailure('dirty_log.memory must be a multiple of 4 KiB from 1M to 64G');
   const pages = Number(memory / P) + 3; // as upstream: the bitmap's last word is partial
   const seedText = ctx.settings.get('dirty_log.seed');

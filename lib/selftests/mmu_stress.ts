@@ -17,15 +17,16 @@
  * host memory as an MMIO exit (and completes it as a write to "MMIO") instead
  * of EFAULT: a known difference (TODO there).
  *
- * Defaults: `mmu_stress.memory` 64M in `mmu_stress.slot` 16M slots,
- * `mmu_stress.vcpus` 2 (upstream: 128 GiB in 2 GiB slots, 3/4 of the CPUs,
+ * Defaults: `mmu_stress.memory` 8M in `mmu_stress.slot` 2M slots,
+ * `mmu_stress.vcpus` 2 (small: every read-only write is a KVM_RUN round trip,
+ * about 7 ms each in the emulated lab) (upstream: 128 GiB in 2 GiB slots, 3/4 of the CPUs,
  * 1 GiB guest pages; here 2 MiB ones).
  */
 import { KvmError } from '../errors.js';
 import type { Vcpu } from '../vcpu.js';
 import { SelftestFailure, show } from './assert.js';
 import {
-  aliasedShape, checkAliasedWrites, createAliasedGuest, describeStop, dropEvenSlotsAndUnmap, PAGE, runToStage, STORE_BYTES, toggleWriteProtect, ucallOf,
+  aliasedShape, checkAliasedWrites, createAliasedGuest, describeStop, dropEvenSlotsAndUnmap, guestPageNotes, PAGE, runToStage, STORE_BYTES, toggleWriteProtect, ucallOf,
   type AliasedGuest,
 } from './aliased-guest.js';
 import { isKvmPvm } from './host.js';
@@ -77,7 +78,7 @@ async function readOnlyStage(g: AliasedGuest, v: Vcpu): Promise<ReadOnlyStage> {
 }
 
 async function run(ctx: SelftestContext): Promise<void> {
-  const shape = aliasedShape(ctx, 'mmu_stress', { memory: 64n << 20n, slotSize: 16n << 20n, vcpus: 2 });
+  const shape = aliasedShape(ctx, 'mmu_stress', { memory: 8n << 20n, slotSize: 2n << 20n, vcpus: 2 });
   using vm = ctx.kvm.createVm();
   const g = createAliasedGuest(ctx, vm, shape);
   try {
@@ -102,6 +103,7 @@ async function run(ctx: SelftestContext): Promise<void> {
     checkAliasedWrites(g);
     const deleted = dropEvenSlotsAndUnmap(vm, g);
     ctx.note(`${show(g.total)} in ${g.slots} slots, ${all.length} vcpus`);
+    guestPageNotes(ctx, ctx.kvm);
     ctx.log(`${show(g.total)} in ${g.slots} slots aliasing one ${show(g.slotSize)} memfd, ${all.length} vcpus x ${pages} pages: read-only stage ${ro.map((r) => `${r.efaults} EFAULT + ${r.mmioWrites} MMIO`).join(', ')}; deleted ${deleted} even slots, unmapped the memfd under the rest`);
   } finally {
     g.close();
