@@ -19,8 +19,8 @@
  *
  * Defaults: `mmu_stress.memory` 8M in `mmu_stress.slot` 2M slots,
  * `mmu_stress.vcpus` 2 (small: every read-only write is a KVM_RUN round trip,
- * about 7 ms each in the emulated lab) (upstream: 128 GiB in 2 GiB slots, 3/4 of the CPUs,
- * 1 GiB guest pages; here 2 MiB ones).
+ * about 7 ms each in the emulated lab). Upstream: 128 GiB in 2 GiB slots,
+ * 3/4 of the CPUs, 1 GiB guest pages; here 2 MiB ones.
  */
 import { KvmError } from '../errors.js';
 import type { Vcpu } from '../vcpu.js';
