@@ -16,7 +16,7 @@ import { allocateSharedMemory } from '../userfault.js';
 import type { Vcpu } from '../vcpu.js';
 import type { Vm } from '../vm.js';
 import { SelftestFailure, show } from './assert.js';
-import { parseSize, sizeSetting } from './settings.js';
+import { countSetting, sizeSetting } from './settings.js';
 import { addSiblingVcpus } from './sibling-vcpus.js';
 import type { SelftestContext } from './types.js';
 
@@ -59,12 +59,10 @@ export interface AliasedGuestShape {
 export function aliasedShape(ctx: SelftestContext, prefix: string, defaults: AliasedGuestShape): AliasedGuestShape {
   const memory = sizeSetting(ctx, `${prefix}.memory`, defaults.memory);
   const slotSize = sizeSetting(ctx, `${prefix}.slot`, defaults.slotSize);
-  const text = ctx.settings.get(`${prefix}.vcpus`);
-  const n = text === undefined ? BigInt(defaults.vcpus) : parseSize(text);
-  if (n === undefined || n < 1n || n > 64n) throw new SelftestFailure(`setting ${prefix}.vcpus=${text}: expected 1..64`);
+  const vcpus = countSetting(ctx, `${prefix}.vcpus`, defaults.vcpus, 64);
   if (slotSize === 0n || slotSize % SIZE_2M !== 0n) throw new SelftestFailure(`${prefix}.slot must be a non-zero multiple of 2 MiB`);
   if (memory < slotSize || memory > 64n << 40n) throw new SelftestFailure(`${prefix}.memory must be at least one slot and at most 64T`);
-  return { memory, slotSize, vcpus: Number(n) };
+  return { memory, slotSize, vcpus };
 }
 
 /** A running layout: the VM's aliasing slots, their memfd, the vcpus and their shares. */

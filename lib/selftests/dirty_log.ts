@@ -37,7 +37,7 @@ import type { Vm } from '../vm.js';
 import { DirtyRing, dirtyRingSupport, enableDirtyRing, resetDirtyRings } from '../vm/dirty-ring.js';
 import { SelftestFailure, show } from './assert.js';
 import { firstReason, needs } from './host.js';
-import { parseSize, sizeSetting } from './settings.js';
+import { countSetting, parseSize, sizeSetting } from './settings.js';
 import type { SelftestContext, SelftestSuite } from './types.js';
 
 const P = 4096n;
@@ -77,14 +77,6 @@ function program(): Asm {
   emitUcallSync(a, 1);
   a.jmp('top');
   return a;
-}
-
-function countSetting(ctx: SelftestContext, key: string, fallback: number, max: number): number {
-  const text = ctx.settings.get(key);
-  if (text === undefined) return fallback;
-  const n = parseSize(text);
-  if (n === undefined || n < 1n || n > BigInt(max)) throw new SelftestFailure(`setting ${key}=${text}: expected 1..${max}`);
-  return Number(n);
 }
 
 /** Resolves after `ms` (the host's collection cadence; nothing depends on it being met). */
@@ -148,7 +140,9 @@ async function runMode(ctx: SelftestContext, mode: Mode): Promise<void> {
   if (memory < 1n << 20n || memory % P !== 0n || memory > 64n << 30n) throw new SelftestFailure('dirty_log.memory must be a multiple of 4 KiB from 1M to 64G');
   const pages = Number(memory / P) + 3; // as upstream: the bitmap's last word is partial
   const seedText = ctx.settings.get('dirty_log.seed');
-  const seed = seedText === undefined ? BigInt(Math.floor(Math.random() * 2 ** 52)) | 1n : (parseSize(seedText) ?? 0n) | 1n;
+  const seedValue = seedText === undefined ? BigInt(Math.floor(Math.random() * 2 ** 52)) : parseSize(seedText);
+  if (seedValue === undefined || seedValue >= 1n << 64n) throw new SelftestFailure(`setting dirty_log.seed=${seedText}: expected an integer below 2^64`);
+  const seed = seedValue | 1n; // xorshift needs a non-zero state
   let mask = 1;
   while (mask < pages) mask *= 2;
   // Upstream: the ring has at most as many entries as the memory has pages.

@@ -24,3 +24,12 @@ export function sizeSetting(ctx: SelftestContext, key: string, fallback: bigint)
   if (value === undefined) throw new KvmError(`setting ${key}=${text}: expected a size such as 16M, 1G or 0x1000`, { code: 'EINVAL', args: { key, value: text } });
   return value;
 }
+
+/** A count setting (1..max; sizes' suffixes allowed), or `fallback` when not given. */
+export function countSetting(ctx: SelftestContext, key: string, fallback: number, max: number): number {
+  const text = ctx.settings.get(key);
+  if (text === undefined) return fallback;
+  const n = parseSize(text);
+  if (n === undefined || n < 1n || n > BigInt(max)) throw new KvmError(`setting ${key}=${text}: expected 1..${max}`, { code: 'EINVAL', args: { key, value: text } });
+  return Number(n);
+}
