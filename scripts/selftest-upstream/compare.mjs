@@ -6,6 +6,7 @@
 //
 //   node scripts/selftest-upstream/compare.mjs --bin DIR [--tap FILE] [--json FILE] [--cases FILE]
 //
+// A run with "slow": "<why>" is listed but not run unless UPSTREAM_SLOW=1.
 // Verdicts: pass, fail, skip, todo (the port marked a known kernel bug or host
 // difference: `not ok # TODO`), not run (upstream stopped at an earlier failure).
 // They agree when equal, and when upstream fails where the port says todo.
@@ -66,6 +67,8 @@ function portResults() {
 
 /** Runs one upstream binary and gives each of its cases a verdict. */
 function runUpstream(run) {
+  // A run marked slow (minutes in the emulated lab) is left out unless UPSTREAM_SLOW=1.
+  if (run.slow && process.env.UPSTREAM_SLOW !== '1') return { verdicts: run.cases.map(() => ({ verdict: 'not run', why: `slow: ${run.slow} (UPSTREAM_SLOW=1 runs it)` })), output: '', status: null };
   const r = spawnSync(join(bin, run.binary), run.args, { encoding: 'utf8', timeout: TIMEOUT_MS, cwd: bin, maxBuffer: 64 << 20 });
   const output = `${r.stdout ?? ''}${r.stderr ?? ''}`;
   const status = r.status;
@@ -109,7 +112,7 @@ function portVerdict(points, patterns) {
 
 function agreement(c, up, port) {
   if (port.verdict === 'missing') return { ok: false, text: 'port case not found in the TAP' };
-  if (up.verdict === 'not run') return { ok: true, text: 'not comparable: upstream stopped earlier' };
+  if (up.verdict === 'not run') return { ok: true, text: up.why?.startsWith('slow: ') ? `not run here: ${up.why}` : 'not comparable: upstream stopped earlier' };
   if (up.verdict === port.verdict) return { ok: true, text: 'agree' };
   if (up.verdict === 'fail' && port.verdict === 'todo') return { ok: true, text: `agree: known bug/difference (TODO: ${port.why})` };
   const e = c.explained;
@@ -153,7 +156,7 @@ for (const u of spec.unported) out.push(`| ${cell(u)} | not run | no port yet | 
 const count = (f) => rows.filter(f).length;
 out.push('');
 out.push(
-  `summary: ${rows.length} upstream cases; ${count((r) => r.text === 'agree')} agree, ${count((r) => r.text.startsWith('agree: known'))} agree as a known bug (port TODO), ${count((r) => r.text.startsWith('explained'))} explained differences, ${count((r) => r.text.startsWith('not comparable'))} not run upstream, ${bad} unexplained disagreements; ${spec.unported.length} upstream tests without a port`,
+  `summary: ${rows.length} upstream cases; ${count((r) => r.text === 'agree')} agree, ${count((r) => r.text.startsWith('agree: known'))} agree as a known bug (port TODO), ${count((r) => r.text.startsWith('explained'))} explained differences, ${count((r) => r.text.startsWith('not comparable'))} not run upstream, ${count((r) => r.text.startsWith('not run here'))} slow runs left out, ${bad} unexplained disagreements; ${spec.unported.length} upstream tests without a port`,
 );
 process.stdout.write(`${out.join('\n')}\n`);
 const json = opt('--json');

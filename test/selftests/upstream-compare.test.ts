@@ -37,16 +37,18 @@ const cases = {
     },
     { binary: 'b_test', args: [], cases: [{ upstream: 'b', fn: 'x', port: ['p: b'], explained: { upstream: 'skip', port: 'pass', note: 'engine: software', why: 'software engine' } }] },
     { binary: 'c_test', args: [], cases: [{ upstream: 'c', fn: 'x', port: ['re:^p: c'] }] },
+    // Would fail if it ran: left out as slow unless UPSTREAM_SLOW=1.
+    { binary: 'a_test', args: [], slow: 'minutes', cases: [{ upstream: 'slow one', fn: 'test_two', port: ['p: one'] }] },
   ],
   unported: ['d_test'],
   portSuites: [],
   portSettings: [],
 };
 
-function compare(tap: string): { status: number | null; out: string } {
+function compare(tap: string, env: NodeJS.ProcessEnv = {}): { status: number | null; out: string } {
   writeFileSync(join(dir, 'cases.json'), JSON.stringify(cases));
   writeFileSync(join(dir, 'port.tap'), tap);
-  const r = spawnSync(process.execPath, ['scripts/selftest-upstream/compare.mjs', '--bin', dir, '--cases', join(dir, 'cases.json'), '--tap', join(dir, 'port.tap')], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, ['scripts/selftest-upstream/compare.mjs', '--bin', dir, '--cases', join(dir, 'cases.json'), '--tap', join(dir, 'port.tap')], { encoding: 'utf8', env: { ...process.env, UPSTREAM_SLOW: '', ...env } });
   return { status: r.status, out: r.stdout + r.stderr };
 }
 
@@ -70,6 +72,8 @@ describe('selftest:upstream verdict table', () => {
     expect(out).toContain('| b | skip | p: b [engine: software] | pass | explained: software engine |');
     expect(out).toMatch(/\| c \| pass \| re:\^p: c \(2 cases\) \| pass \| agree \|/);
     expect(out).toContain('| d_test | not run | no port yet | - | no port |');
+    expect(out).toContain('| slow one | not run | p: one | pass | not run here: slow: minutes (UPSTREAM_SLOW=1 runs it) |');
+    expect(out).toContain('1 slow runs left out');
     expect(out).toContain('0 unexplained disagreements');
     expect(status).toBe(0);
   });
@@ -79,6 +83,12 @@ describe('selftest:upstream verdict table', () => {
     expect(out).toContain('| a: one | pass | p: one | fail | DISAGREE: upstream pass, port fail |');
     expect(out).toContain('| b | skip | p: b [engine: kernel] | pass | DISAGREE: upstream skip (SKIP - Requirement not met: cap), port pass |');
     expect(out).toContain('2 unexplained disagreements');
+    expect(status).toBe(1);
+  });
+
+  it('runs a slow run with UPSTREAM_SLOW=1 (and its failure then disagrees)', () => {
+    const { status, out } = compare(GOOD, { UPSTREAM_SLOW: '1' });
+    expect(out).toContain('| slow one | fail: two went wrong | p: one | pass | DISAGREE: upstream fail (two went wrong), port pass |');
     expect(status).toBe(1);
   });
 
