@@ -1,5 +1,5 @@
 /**
- * Port of the kernel's max_guest_memory_test (Linux 5.15-6.11; since 6.12 the
+ * Port of the kernel's max_guest_memory_test (until Linux 6.11; since 6.12 the
  * first stages of mmu_stress_test): a large guest made of many memslots that
  * all alias one memfd, so the guest's size costs the host only page tables
  * (and KVM's mappings), not memory. vcpus each write every 4 KiB page of their
@@ -19,7 +19,7 @@
  * CPUs as vcpus, 1 GiB guest pages. Here (2 cores, shadow paging, every first
  * write is a fault): `max_guest_memory.memory` 128M, `max_guest_memory.slot`
  * 16M, `max_guest_memory.vcpus` 2, guest pages of 2 MiB (the guest kit has no
- * 1 GiB pages). Full size: `--set max_guest_memory.memory=128G --set
+ * 1 GiB pages, and kvm_pvm offers none). Full size: `--set max_guest_memory.memory=128G --set
  * max_guest_memory.slot=2G --set max_guest_memory.vcpus=<3/4 of the CPUs>`
  * (each pass is 33 million page writes: minutes on this host, which made 16G
  * in 64 slots at 2.4-3.8 us per page).

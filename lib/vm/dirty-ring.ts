@@ -11,17 +11,28 @@
  * ring enabled KVM refuses KVM_GET_DIRTY_LOG.
  */
 import { Mm } from '../constants.js';
-import { callNative, invalidArgument } from '../errors.js';
-import { native, type NativeMapping } from '../native.js';
+import { callNative, invalidArgument, KvmError } from '../errors.js';
+import { native, type DirtyRingLayout, type NativeMapping } from '../native.js';
 import { Resource } from '../resource.js';
 import type { Vcpu } from '../vcpu.js';
 import type { Vm } from '../vm.js';
 import { callVm } from './call.js';
 
-const layout = native.dirtyRingLayout();
+/** Bytes of one ring entry (struct kvm_dirty_gfn; native/dirty_ring.cc asserts it). */
+export const DIRTY_RING_ENTRY_BYTES = 16;
 
-/** Bytes of one ring entry (struct kvm_dirty_gfn). */
-export const DIRTY_RING_ENTRY_BYTES = layout.entryBytes;
+let cachedLayout: DirtyRingLayout | undefined;
+/** The addon's ring layout, read on first use (so an older addon only fails here, not at import). */
+function ringLayout(): DirtyRingLayout {
+  if (cachedLayout) return cachedLayout;
+  const l = callNative('dirtyRingLayout', {}, () => {
+    if (typeof native.dirtyRingLayout !== 'function') throw new KvmError('this build of the node-kvm addon has no dirty ring support (rebuild it)', { code: 'EOPNOTSUPP' });
+    return native.dirtyRingLayout();
+  });
+  if (l.entryBytes !== DIRTY_RING_ENTRY_BYTES) throw new KvmError(`the addon's kvm_dirty_gfn is ${l.entryBytes} bytes, expected ${DIRTY_RING_ENTRY_BYTES}`, { code: 'EINVAL' });
+  cachedLayout = l;
+  return l;
+}
 
 /** What this host's KVM offers for the dirty ring (KVM_CHECK_EXTENSION on the VM). */
 export interface DirtyRingSupport {
@@ -40,6 +51,7 @@ const enabled = new WeakMap<Vm, number>();
 
 /** Whether `vm`'s KVM has the dirty ring, and its largest size. */
 export function dirtyRingSupport(vm: Vm): DirtyRingSupport {
+  const layout = ringLayout();
   const plain = vm.checkExtension(layout.capDirtyLogRing);
   if (plain > 0) return { supported: true, maxBytes: plain, cap: layout.capDirtyLogRing };
   const acqRel = vm.checkExtension(layout.capDirtyLogRingAcqRel);
@@ -93,6 +105,7 @@ export class DirtyRing extends Resource {
   readonly entries: number;
   /** The vcpu whose ring this is. */
   readonly vcpuId: number;
+  readonly #layout = ringLayout();
   readonly #flags: Uint32Array;
   readonly #view: DataView;
   #fetch = 0;
@@ -109,6 +122,7 @@ export class DirtyRing extends Resource {
   /** Maps `vcpu`'s ring; its VM must have had enableDirtyRing() before the vcpu was created. */
   static map(vcpu: Vcpu): DirtyRing {
     const op = 'mmap';
+    const layout = ringLayout();
     const entries = enabled.get(vcpu.vm);
     if (entries === undefined) throw invalidArgument(op, 'the VM has no dirty ring (enableDirtyRing before creating vcpus)', { vcpu: vcpu.id }, 'ENODEV');
     const bytes = BigInt(entries * DIRTY_RING_ENTRY_BYTES);
@@ -131,6 +145,7 @@ export class DirtyRing extends Resource {
   harvest(max = this.entries): DirtyGfn[] {
     this.assertOpen('harvest');
     const out: DirtyGfn[] = [];
+    const layout = this.#layout;
     const words = layout.entryBytes / 4;
     while (out.length < max) {
       const i = this.#fetch % this.entries;
