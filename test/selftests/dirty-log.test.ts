@@ -131,3 +131,26 @@ describeKvm('dirty_log port at odd sizes', () => {
     expect(result.status).toBe('fail');
   });
 });
+
+describeKvm('clearDirtyLog with a bitmap (what dirty_log clear-log relies on)', () => {
+  it('re-protects only the pages whose bit is set; the others stay dirty', async () => {
+    using kvm = Kvm.open();
+    using vm = kvm.createVm();
+    vm.enableCap('MANUAL_DIRTY_LOG_PROTECT2', [1]); // KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE
+    const memory = vm.allocateMemory(BigInt(PAGES) * 4096n);
+    vm.setMemoryRegion({ slot: SLOT, guestPhysAddr: BASE, memory, logDirtyPages: true });
+    const written = [1, 2, 70, 299];
+    using guest = Guest.create(vm, { program: writer(written) });
+    expect((await guest.run()).kind).toBe('done');
+    expect([...vm.getDirtyLog(SLOT).dirtyPageIndices()]).toEqual(written);
+    const pick = new BigUint64Array(5);
+    pick[0] = 1n << 2n; // page 2
+    pick[1] = 1n << 6n; // page 70
+    const before = pick.slice();
+    vm.clearDirtyLog(SLOT, 0, PAGES, pick);
+    expect(pick).toEqual(before); // the caller's bitmap is not written
+    expect([...vm.getDirtyLog(SLOT).dirtyPageIndices()]).toEqual([1, 299]);
+    expectKvmError(() => vm.clearDirtyLog(SLOT, 0, PAGES, new BigUint64Array(4)), 'EINVAL'); // 300 pages need 5 words
+    expectKvmError(() => vm.clearDirtyLog(SLOT, 0, PAGES, new Uint8Array(40) as never), 'EINVAL');
+  });
+});
