@@ -305,8 +305,11 @@ export async function runMemslotPerf(kvm: Kvm, p: MemslotPerfParams): Promise<Me
   const status = new SharedArrayBuffer(4);
   const data: MemslotPerfVcpuData = { handle: t.guest.vcpu.workerHandle(), status, ...(mmio && !p.forbidMmio ? { mmio } : {}) };
   const worker = new Worker(script, { workerData: data });
+  // The vcpu thread ends by itself after its last message (done or error):
+  // it is awaited, never terminated, since terminating a worker that is
+  // still closing its vcpu has crashed the process in the lab.
+  const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
   const host = new HostSide(t, new Int32Array(status));
-  let ended = false;
   const message = nextMessage(worker);
   try {
     const ready = await message;
@@ -334,7 +337,6 @@ export async function runMemslotPerf(kvm: Kvm, p: MemslotPerfParams): Promise<Me
     }
     host.set('exit');
     const last = await done;
-    ended = true;
     if (last.kind !== 'done') throw vcpuFailure(t, last.kind === 'error' ? last.message : `said ${last.kind} at the end`);
     const runtimeNs = Number(elapsed);
     return {
@@ -348,11 +350,11 @@ export async function runMemslotPerf(kvm: Kvm, p: MemslotPerfParams): Promise<Me
       mmioExits: last.mmioExits,
     };
   } finally {
-    if (!ended) {
-      // Stop the guest however it is: told to exit, kicked out of KVM_RUN.
-      host.set('exit');
-      t.guest.vcpu.kick();
-    }
-    await worker.terminate();
+    // However the host side ended, the guest is told to go (start, then exit)
+    // and kicked out of KVM_RUN; its thread then reports and ends.
+    host.set('start');
+    host.set('exit');
+    if (!host.stopped()) t.guest.vcpu.kick();
+    await exited;
   }
 }
