@@ -55,8 +55,8 @@ export interface BenchOptions {
   families: Family[];
   /** The exits family's options (lib/bench/exits-options.ts); null when it does not run. */
   exits: ExitsOptions | null;
-  /** The memslot-perf family's options (lib/bench/memslot-perf-options.ts); null when it does not run. */
-  memslotPerf: MemslotPerfOptions | null;
+  /** The memslot-perf family's options (lib/bench/memslot-perf-options.ts); absent when it does not run. */
+  memslotPerf?: MemslotPerfOptions;
 }
 
 /** The command line's spelling of the options (strings, as commander gives them). */
@@ -174,7 +174,6 @@ export function resolveOptions(raw: RawBenchOptions): BenchOptions {
     reference: raw.reference !== false,
     wide: raw.wide === true,
     ...resolveExitsOptions(raw),
-    memslotPerf: null,
   };
   if (options.families.includes('memslot-perf')) options.memslotPerf = resolveMemslotPerfOptions(raw);
   if (raw.json !== undefined) {
