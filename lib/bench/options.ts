@@ -5,6 +5,7 @@
  */
 
 import { resolveExitsOptions, type ExitsOptions, type Family, type RawExitsOptions } from './exits-options.js';
+import { resolveMemslotPerfOptions, type MemslotPerfOptions, type RawMemslotPerfOptions } from './memslot-perf-options.js';
 
 /** How the measured region is backed. */
 export type Backing = 'anon' | 'thp' | 'gmem';
@@ -54,10 +55,12 @@ export interface BenchOptions {
   families: Family[];
   /** The exits family's options (lib/bench/exits-options.ts); null when it does not run. */
   exits: ExitsOptions | null;
+  /** The memslot-perf family's options (lib/bench/memslot-perf-options.ts); absent when it does not run. */
+  memslotPerf?: MemslotPerfOptions;
 }
 
 /** The command line's spelling of the options (strings, as commander gives them). */
-export interface RawBenchOptions extends RawExitsOptions {
+export interface RawBenchOptions extends RawExitsOptions, RawMemslotPerfOptions {
   sizes?: string;
   backing?: string;
   method?: string;
@@ -172,6 +175,7 @@ export function resolveOptions(raw: RawBenchOptions): BenchOptions {
     wide: raw.wide === true,
     ...resolveExitsOptions(raw),
   };
+  if (options.families.includes('memslot-perf')) options.memslotPerf = resolveMemslotPerfOptions(raw);
   if (raw.json !== undefined) {
     if (raw.json === '') throw new BenchUsageError('--json needs a file name');
     options.json = raw.json;

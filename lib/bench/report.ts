@@ -7,6 +7,7 @@ import type { Summary } from './stats.js';
 import { formatSize } from './options.js';
 import type { BenchReport, SideResult, VariantResult } from './run.js';
 import { formatExitsReport } from './exits.js';
+import { formatMemslotPerfReport } from './memslot-perf.js';
 
 /** Column headers of the table, with what each means (docs/bench.md repeats these). */
 export const COLUMNS = [
@@ -194,5 +195,6 @@ export function formatReport(report: BenchReport, wide = false): string {
   const note = wide ? [] : ['(--wide: every column)'];
   const firstTouch = report.variants.length ? ['', formatReportTable(report, wide), ...note, '', ...resultLines(report)] : [];
   const exits = report.exits ? ['', ...formatExitsReport(report.exits, wide)] : [];
-  return [...headLines(report), ...firstTouch, ...exits, `Duration: ${(report.durationMs / 1000).toFixed(1)} s`, ''].join('\n');
+  const memslotPerf = report.memslotPerf ? ['', ...formatMemslotPerfReport(report.memslotPerf)] : [];
+  return [...headLines(report), ...firstTouch, ...exits, ...memslotPerf, `Duration: ${(report.durationMs / 1000).toFixed(1)} s`, ''].join('\n');
 }

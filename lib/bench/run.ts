@@ -13,6 +13,7 @@ import { buildReference, runReference } from './reference.js';
 import { pairedRatios, ratios, ratiosOfMin, summarizeReps, type Ratios, type RepSummary } from './stats.js';
 import { expandVariants, type ReferenceSpec, type Variant } from './variants.js';
 import { exitsSteps, runExitsBench, type ExitsReport } from './exits.js';
+import { memslotPerfSteps, runMemslotPerfBench, type MemslotPerfReport } from './memslot-perf.js';
 
 /** One side's (Node or C) result for a variant. */
 export type SideResult =
@@ -87,6 +88,8 @@ export interface BenchReport {
   variants: VariantResult[];
   /** The exits family (lib/bench/exits.ts); absent when --family leaves it out. */
   exits?: ExitsReport;
+  /** The memslot-perf family (lib/bench/memslot-perf.ts); absent unless --family names it. */
+  memslotPerf?: MemslotPerfReport;
   goals: {
     autoVsDemand: SpeedupGoal[];
     /** Node/C total ratio per variant against the target 1.05. */
@@ -207,7 +210,7 @@ export async function runBench(options: BenchOptions, hooks: BenchHooks = {}): P
 
   const perRun = options.warmup + options.reps;
   const withC = variants.filter((v) => binary !== undefined && 'key' in v.reference).length;
-  hooks.onPlan?.((variants.length + withC) * perRun + (options.exits ? exitsSteps(options.exits, options.reps, options.warmup, binary !== undefined) : 0));
+  hooks.onPlan?.((variants.length + withC) * perRun + (options.exits ? exitsSteps(options.exits, options.reps, options.warmup, binary !== undefined) : 0) + (options.memslotPerf ? memslotPerfSteps(options.memslotPerf, options.reference) : 0));
   let done = 0;
   const step = (n: number, label: string): void => {
     done += n;
@@ -236,6 +239,8 @@ export async function runBench(options: BenchOptions, hooks: BenchHooks = {}): P
     ? await runExitsBench(kvm, options.exits, options.reps, options.warmup, binary !== undefined ? { path: binary } : { skipped: reference.status === 'ok' ? '' : reference.reason }, step)
     : undefined;
 
+  const memslotPerf = options.memslotPerf ? await runMemslotPerfBench(kvm, options.memslotPerf, options.reference, step) : undefined;
+
   const finished = new Date();
   machine.loadAverage.end = loadAverage();
   return {
@@ -248,6 +253,7 @@ export async function runBench(options: BenchOptions, hooks: BenchHooks = {}): P
     reference,
     variants: results,
     ...(exits ? { exits } : {}),
+    ...(memslotPerf ? { memslotPerf } : {}),
     goals: { autoVsDemand: speedupGoals(results), nodeVsC: ratioGoal(results), autoVsExplicit: { target: AUTO_COST_TARGET, comparisons: autoCostGoals(results) } },
   };
 }

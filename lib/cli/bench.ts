@@ -10,6 +10,7 @@ import cliProgress from 'cli-progress';
 import { renderChartSvg } from '../bench/chart.js';
 import { BenchUsageError, DEFAULTS, resolveOptions, type RawBenchOptions } from '../bench/options.js';
 import { EXITS_DEFAULTS } from '../bench/exits-options.js';
+import { MEMSLOT_PERF_DEFAULTS } from '../bench/memslot-perf-options.js';
 import { formatReport } from '../bench/report.js';
 import { runBench, type BenchHooks, type VariantResult } from '../bench/run.js';
 import type { CliIo } from './main.js';
@@ -121,11 +122,15 @@ export function registerBench(program: Command, io: CliIo): void {
     .option('--chart <file.svg>', 'write a bar chart (SVG, 960 px wide)')
     .option('--wide', 'print every column of the table (the default fits 100 columns)')
     .option('--no-reference', 'do not build and run the C reference')
-    .option('--family <list>', 'benchmark families: first-touch, exits', EXITS_DEFAULTS.family)
+    .option('--family <list>', 'benchmark families: first-touch, exits, memslot-perf (opt-in)', EXITS_DEFAULTS.family)
     .option('--exit-guest <list>', 'exits: out (OUT loop), mmio (MMIO read answered)', EXITS_DEFAULTS.exitGuest)
     .option('--exit-mode <list>', 'exits: sync (run()), async (runAsync()), worker (run() in a worker_thread)', EXITS_DEFAULTS.exitMode)
     .option('--exit-vcpus <list>', 'exits: vcpu counts', EXITS_DEFAULTS.exitVcpus)
     .option('--exit-iterations <n>', 'exits: timed round trips per vcpu per repetition', EXITS_DEFAULTS.exitIterations)
+    .option('--memslot-tests <list>', 'memslot-perf: map, unmap, unmap-chunked, move-active, move-inactive, rw', MEMSLOT_PERF_DEFAULTS.memslotTests)
+    .option('--memslot-slots <n>', 'memslot-perf: memslots including slot 0, or max (upstream -s)', MEMSLOT_PERF_DEFAULTS.memslotSlots)
+    .option('--memslot-scale <n>', "memslot-perf: upstream's memory sizes divided by 1, 2, 4, 8, 16 or 32", MEMSLOT_PERF_DEFAULTS.memslotScale)
+    .option('--memslot-seconds <s>', 'memslot-perf: seconds per test and side (upstream -l)', MEMSLOT_PERF_DEFAULTS.memslotSeconds)
     .action(async (options: RawBenchOptions) => {
       io.exitCode = await benchCommand(options, io);
     });

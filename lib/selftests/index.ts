@@ -22,6 +22,7 @@ const SUITE_LOADERS: Readonly<Record<string, () => Promise<SuiteModule>>> = {
   map_memory: () => import('./map_memory.js'),
   memslot_modification_stress: () => import('./memslot_modification_stress.js'),
   mmu_stress: () => import('./mmu_stress.js'),
+  memslot_perf: () => import('./memslot_perf.js'),
   private_mem_kvm_exits: () => import('./private_mem_kvm_exits.js'),
   private_mem_conversions: () => import('./private_mem_conversions.js'),
   dirty_log: () => import('./dirty_log.js'),

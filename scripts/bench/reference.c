@@ -78,6 +78,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#define PROGRAM_NAME "reference"
+#include "kvm-cpl3.h"
+
 /* ---- KVM definitions newer than the distro's 6.1 <linux/kvm.h> ---------- */
 
 struct bench_create_guest_memfd {
@@ -92,21 +95,6 @@ static_assert(BENCH_KVM_CREATE_GUEST_MEMFD ==
 #define BENCH_GUEST_MEMFD_FLAG_MMAP (1ULL << 0)
 #define BENCH_GUEST_MEMFD_FLAG_INIT_SHARED (1ULL << 1)
 
-struct bench_userspace_memory_region2 {
-	uint32_t slot;
-	uint32_t flags;
-	uint64_t guest_phys_addr;
-	uint64_t memory_size;
-	uint64_t userspace_addr;
-	uint64_t guest_memfd_offset;
-	uint32_t guest_memfd;
-	uint32_t pad1;
-	uint64_t pad2[14];
-};
-static_assert(sizeof(struct bench_userspace_memory_region2) == 160, "region2 struct");
-#define BENCH_KVM_SET_USER_MEMORY_REGION2 0x40A0AE49UL
-static_assert(BENCH_KVM_SET_USER_MEMORY_REGION2 ==
-	      _IOW(KVMIO, 0x49, struct bench_userspace_memory_region2), "ioctl number");
 #define BENCH_KVM_MEM_GUEST_MEMFD (1U << 2)
 
 struct bench_pre_fault_memory {
@@ -128,16 +116,10 @@ static_assert(BENCH_KVM_PRE_FAULT_MEMORY ==
 #define PML4_GPA UINT64_C(0x1000)
 #define PDPT_GPA UINT64_C(0x2000)
 #define LOW_PD_GPA UINT64_C(0x3000)	/* four PDs: 0-4 GiB */
-#define CODE_GPA UINT64_C(0x10000)
-#define STACK_TOP UINT64_C(0x30000)
-#define TSS_GPA UINT64_C(0x30000)
 #define REGION_PD_GPA UINT64_C(0x40000) /* one PD per GiB of the measured region */
 #define REGION_GPA UINT64_C(0x100000000)
 #define IO_PORT 0x1000
 
-#define TSS_IOMAP_OFFSET 0x68	/* iomap base; the bitmap follows the TSS */
-#define TSS_IOMAP_BYTES 0x2000	/* 65536 ports, all allowed (zero bits) */
-#define TSS_LIMIT (TSS_IOMAP_OFFSET + TSS_IOMAP_BYTES) /* covers the 0xff byte */
 
 /* Largest region whose page directories fit between REGION_PD_GPA and the end
  * of the system region, and whose PDPT entries fit in the one PDPT. */
@@ -170,49 +152,6 @@ struct options {
 enum { EXITS_OUT = 1, EXITS_MMIO = 2 };
 
 /* ---- small helpers ------------------------------------------------------ */
-
-static void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
-
-static void die(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	fputs("reference: ", stderr);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	exit(1);
-}
-
-static void die_errno(const char *what) __attribute__((noreturn));
-
-static void die_errno(const char *what)
-{
-	die("%s: %s", what, strerror(errno));
-}
-
-static const char *errno_name(int err)
-{
-	const char *name = strerrorname_np(err);
-	return name ? name : "UNKNOWN";
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
-/* ioctl, retried while interrupted */
-static int xioctl(int fd, unsigned long req, void *arg)
-{
-	int rc;
-	do
-		rc = ioctl(fd, req, arg);
-	while (rc < 0 && errno == EINTR);
-	return rc;
-}
 
 static uint64_t parse_size(const char *s)
 {
@@ -501,46 +440,6 @@ static void build_system(uint8_t *sys, uint64_t region_size, bool read)
 	sys[TSS_GPA + TSS_IOMAP_OFFSET + TSS_IOMAP_BYTES] = 0xff;
 }
 
-static struct kvm_cpuid2 *supported_cpuid(int kvm)
-{
-	for (uint32_t n = 64;; n *= 2) {
-		struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + n * sizeof(c->entries[0]));
-		if (!c)
-			die("out of memory");
-		c->nent = n;
-		if (xioctl(kvm, KVM_GET_SUPPORTED_CPUID, c) == 0)
-			return c;
-		free(c);
-		if (errno != E2BIG || n > 4096)
-			die_errno("KVM_GET_SUPPORTED_CPUID");
-	}
-}
-
-static void set_vcpu_state(int vcpu, const struct kvm_cpuid2 *cpuid)
-{
-	if (xioctl(vcpu, KVM_SET_CPUID2, (void *)cpuid))
-		die_errno("KVM_SET_CPUID2");
-	struct kvm_sregs s;
-	if (xioctl(vcpu, KVM_GET_SREGS, &s))
-		die_errno("KVM_GET_SREGS");
-	s.cr0 = 0x80000011;	/* PG | ET | PE */
-	s.cr3 = PML4_GPA;
-	s.cr4 = 0x20;		/* PAE */
-	s.efer = 0x500;		/* LMA | LME */
-	s.cs = (struct kvm_segment){ .selector = 0x33, .type = 0xb, .dpl = 3, .l = 1,
-				     .g = 1, .present = 1, .s = 1, .limit = 0xffffffff };
-	struct kvm_segment data = { .selector = 0x2b, .type = 3, .dpl = 3, .db = 1,
-				    .g = 1, .present = 1, .s = 1, .limit = 0xffffffff };
-	s.ss = s.ds = s.es = s.fs = s.gs = data;
-	s.tr = (struct kvm_segment){ .selector = 0x18, .base = TSS_GPA, .limit = TSS_LIMIT,
-				     .type = 11, .present = 1, .s = 0 };
-	if (xioctl(vcpu, KVM_SET_SREGS, &s))
-		die_errno("KVM_SET_SREGS");
-	struct kvm_regs r = { .rip = CODE_GPA, .rsp = STACK_TOP, .rflags = 0x3002 };
-	if (xioctl(vcpu, KVM_SET_REGS, &r))
-		die_errno("KVM_SET_REGS");
-}
-
 static volatile sig_atomic_t timed_out;
 
 static void on_alarm(int sig)
@@ -702,7 +601,7 @@ static void exits_once(const struct options *o, int kvm, const struct kvm_cpuid2
 		v->run = mmap(NULL, (size_t)run_size, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd, 0);
 		if (v->run == MAP_FAILED)
 			die_errno("mmap kvm_run");
-		set_vcpu_state(v->fd, cpuid);
+		set_vcpu_state(v->fd, cpuid, PML4_GPA);
 		v->guest = o->exits;
 		v->iterations = o->iterations;
 		v->lat = calloc((size_t)o->iterations, sizeof(uint64_t));
@@ -896,7 +795,7 @@ static struct result run_once(const struct options *o, int kvm, const struct kvm
 	struct kvm_run *run = mmap(NULL, (size_t)run_size, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu, 0);
 	if (run == MAP_FAILED)
 		die_errno("mmap kvm_run");
-	set_vcpu_state(vcpu, cpuid);
+	set_vcpu_state(vcpu, cpuid, PML4_GPA);
 	int vcpu_stats = ioctl(vcpu, KVM_GET_STATS_FD, 0);
 	int vm_stats = ioctl(vm, KVM_GET_STATS_FD, 0);
 	if (vcpu_stats < 0 || vm_stats < 0)
