@@ -115,15 +115,17 @@ export interface NextEventOptions {
 /**
  * The next event other than signal interruptions (and spin-read heartbeats
  * unless kept), within the step's limit: a guest that keeps reporting only
- * heartbeats fails when the limit passes, one that KVM keeps inside KVM_RUN
- * is kicked then and fails with {@link GuestStall}.
+ * heartbeats fails once the limit has passed, and a single KVM_RUN that lasts
+ * the whole limit is kicked and fails with {@link GuestStall} (so a step ends
+ * within twice the limit at most, and a run cut short by the step's deadline
+ * is never mistaken for a stall).
  */
 export async function nextEvent(guest: Guest, options: NextEventOptions = {}): Promise<GuestEvent> {
   const limit = options.limitMs ?? STEP_LIMIT_MS;
   const what = options.what ?? 'waiting for the guest';
   const deadline = performance.now() + limit;
   for (;;) {
-    const e = await runWithin(guest, deadline - performance.now(), what);
+    const e = await runWithin(guest, limit, what);
     const heartbeat = e.kind === 'sync' && e.args[1] === SpinReadReason.HEARTBEAT;
     if (!(e.kind === 'exit' && e.exit.reason === 'intr') && (options.keepHeartbeats === true || !heartbeat)) return e;
     if (performance.now() > deadline) throw new SelftestFailure(`${what}: the guest reported nothing new within ${limit} ms`);
