@@ -110,6 +110,8 @@ export interface NextEventOptions {
   keepHeartbeats?: boolean;
   /** Names the step in a failure. */
   what?: string;
+  /** Ends the step (rejecting with the signal's reason) at the next return from KVM_RUN; kick the vcpu to make that prompt. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -126,6 +128,7 @@ export async function nextEvent(guest: Guest, options: NextEventOptions = {}): P
   const deadline = performance.now() + limit;
   for (;;) {
     const e = await runWithin(guest, limit, what);
+    options.signal?.throwIfAborted();
     const heartbeat = e.kind === 'sync' && e.args[1] === SpinReadReason.HEARTBEAT;
     if (!(e.kind === 'exit' && e.exit.reason === 'intr') && (options.keepHeartbeats === true || !heartbeat)) return e;
     if (performance.now() > deadline) throw new SelftestFailure(`${what}: the guest reported nothing new within ${limit} ms`);
@@ -137,12 +140,15 @@ export async function nextEvent(guest: Guest, options: NextEventOptions = {}): P
  * KVM_RUN, so the change really races the guest, and returns the next event.
  */
 export async function whileRunning(guest: Guest, action: () => void, options: NextEventOptions = {}): Promise<GuestEvent> {
-  const next = nextEvent(guest, options);
+  const stop = new AbortController();
+  const signal = options.signal ? AbortSignal.any([options.signal, stop.signal]) : stop.signal;
+  const next = nextEvent(guest, { ...options, signal });
   await new Promise((resolve) => setTimeout(resolve, 5));
   try {
     action();
   } catch (e) {
-    // Do not leave the vcpu running with nobody waiting for it.
+    // Do not leave the vcpu running with nobody waiting for it: end the step now.
+    stop.abort(e);
     guest.vcpu.kick();
     await next.catch(() => undefined);
     throw e;

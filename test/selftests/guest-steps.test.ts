@@ -80,10 +80,15 @@ describe.skipIf(kvmUnavailable !== undefined)('selftest guest steps', () => {
     const { guest } = spinner(vm);
     using _ = guest;
     const boom = new Error('action failed');
+    // A limit far beyond the test's timeout: the step must end with the action, not the limit.
     await expect(
-      whileRunning(guest, () => {
-        throw boom;
-      }),
+      whileRunning(
+        guest,
+        () => {
+          throw boom;
+        },
+        { limitMs: 3_600_000 },
+      ),
     ).rejects.toBe(boom);
     expect(guest.vcpu.running).toBe(false);
   });
