@@ -7,8 +7,10 @@
  * slot-zap quirk enabled and disabled (KVM_CAP_DISABLE_QUIRKS2).
  *
  * Upstream's guest runs at CPL0; here it runs at CPL3 (the only mode kvm_pvm
- * runs natively), so the IDT of the vectoring case is set by the host
- * (KVM_SET_SREGS) instead of by the guest's LIDT.
+ * runs natively), so the IDT of the vectoring case, and the empty IDT of the
+ * delete case, are set by the host (KVM_SET_SREGS) instead of by the
+ * guest's LIDT. Every wait on the guest is bounded (guest-steps.ts): a vcpu
+ * KVM keeps inside KVM_RUN is kicked out and the case ends with what it saw.
  */
 import { callNative } from '../errors.js';
 import type { MmioExit, VcpuExit } from '../exit.js';
@@ -19,6 +21,7 @@ import { spinReadProgram, SpinReadReason } from '../guest/programs.js';
 import { native } from '../native.js';
 import type { Vm } from '../vm.js';
 import { SelftestFailure, show } from './assert.js';
+import { describeEvent, GuestStall, nextEvent, whileRunning } from './guest-steps.js';
 import { firstReason, isKvmPvm, needs } from './host.js';
 import { Kvm } from '../kvm.js';
 import type { SelftestCase, SelftestContext } from './types.js';
@@ -30,7 +33,6 @@ const V0 = 0x5e1f_7e57_0000_0000n;
 /** What the host puts one page into the slot: what the guest reads once the slot is moved down by a page. */
 const V_MISALIGNED = 0x3d15_a119_4e00_0000n;
 const MMIO_VALUE = 0x4d4d_494f_4d4d_494fn;
-const STEP_TIMEOUT_MS = 10_000;
 const HEARTBEAT = 200_000;
 const KVM_CAP_DISABLE_QUIRKS2 = 213;
 const KVM_X86_QUIRK_SLOT_ZAP_ALL = 1n << 7n;
@@ -75,32 +77,6 @@ function loops(ctx: SelftestContext): number {
   const n = Number(text);
   if (!Number.isSafeInteger(n) || n < 1) throw new SelftestFailure(`setting set_memory_region.loops=${text}: expected a positive integer`);
   return n;
-}
-
-function describeEvent(e: GuestEvent): string {
-  if (e.kind === 'sync') return `sync ${e.args.map(show).join(' ')}`;
-  if (e.kind !== 'exit') return e.kind;
-  const x = e.exit;
-  return x.reason === 'mmio' ? `mmio ${(x as MmioExit).isWrite ? 'write' : 'read'} at ${show((x as MmioExit).physAddr)}` : `exit ${x.reason}`;
-}
-
-/** The next event other than signal interruptions (and heartbeats unless wanted), within the step's limit. */
-async function nextEvent(guest: Guest, keepHeartbeats = false): Promise<GuestEvent> {
-  const deadline = performance.now() + STEP_TIMEOUT_MS;
-  for (;;) {
-    const e = await guest.run();
-    const heartbeat = e.kind === 'sync' && e.args[1] === SpinReadReason.HEARTBEAT;
-    if (!(e.kind === 'exit' && e.exit.reason === 'intr') && (keepHeartbeats || !heartbeat)) return e;
-    if (performance.now() > deadline) throw new SelftestFailure(`the guest reported nothing new within ${STEP_TIMEOUT_MS} ms`);
-  }
-}
-
-/** Starts the vcpu, does `action` once it is (very likely) inside KVM_RUN, returns the next event. */
-async function whileRunning(guest: Guest, action: () => void, keepHeartbeats = false): Promise<GuestEvent> {
-  const next = nextEvent(guest, keepHeartbeats);
-  await new Promise((resolve) => setTimeout(resolve, 5));
-  action();
-  return next;
 }
 
 function isMmioReadAt(e: GuestEvent, gpa: bigint): e is { kind: 'exit'; exit: VcpuExit } {
@@ -162,7 +138,7 @@ async function moveMisalignedOnce(ctx: SelftestContext, quirkDisabled: boolean):
   value.setBigUint64(0, 2n, true);
   // Let the guest read a while (one heartbeat) with the 2 in place.
   for (;;) {
-    const e = await nextEvent(guest, true);
+    const e = await nextEvent(guest, { keepHeartbeats: true });
     if (e.kind === 'sync' && e.args[1] === SpinReadReason.HEARTBEAT) break;
     await follow(e, () => false, 'while the slot is misaligned');
   }
@@ -201,6 +177,14 @@ const RESET_RIP = 0xfff0n;
  * memslot 0 (page tables, code, stack) under the running vcpu ends it with
  * KVM_EXIT_SHUTDOWN or KVM_EXIT_INTERNAL_ERROR, and for an internal error the
  * RIP is still inside the guest's final loop.
+ *
+ * As upstream's guest does (`lidt` of a zeroed descriptor), the IDT is empty
+ * (limit 0), so the #PF that KVM injects once the page tables are gone
+ * escalates to a triple fault without touching memory. With a real IDT in
+ * memslot 0 the #PF could never be vectored: KVM would intercept the fault
+ * on the vanished IDT/page tables again and again, which 6.18 ends with
+ * KVM_EXIT_INTERNAL_ERROR but 7.3 (SVM) retries forever (see
+ * `mmio_during_vectoring, MMIO SPTE already cached`).
  */
 async function deleteInUseOnce(ctx: SelftestContext, quirkDisabled: boolean): Promise<string> {
   using vm = ctx.kvm.createVm();
@@ -208,6 +192,7 @@ async function deleteInUseOnce(ctx: SelftestContext, quirkDisabled: boolean): Pr
   memoryWithValues(vm);
   const { asm } = deleteProgram();
   using guest = Guest.create(vm, { program: asm });
+  guest.vcpu.setSregs({ idt: { base: 0n, limit: 0 } });
   const labels = asm.link(guest.codeGpa).labels;
   const finalStart = labels.get('final')!;
   const finalEnd = labels.get('final_end')!;
@@ -220,7 +205,7 @@ async function deleteInUseOnce(ctx: SelftestContext, quirkDisabled: boolean): Pr
   const after = await nextEvent(guest);
   if (syncValue(after) !== MMIO_VALUE) throw new SelftestFailure(`after the MMIO answer: expected the guest to report ${show(MMIO_VALUE)}, got ${describeEvent(after)}`);
   // Now it spins at `final`. Take memslot 0 away under it.
-  const end = await whileRunning(guest, () => vm.deleteMemoryRegion(0));
+  const end = await whileRunning(guest, () => vm.deleteMemoryRegion(0), { what: 'after deleting memslot 0' });
   if (end.kind !== 'exit' || (end.exit.reason !== 'shutdown' && end.exit.reason !== 'internal-error')) {
     throw new SelftestFailure(`after deleting memslot 0: expected KVM_EXIT_SHUTDOWN or KVM_EXIT_INTERNAL_ERROR, got ${describeEvent(end)}`, { actual: describeEvent(end) });
   }
@@ -275,16 +260,51 @@ function zeroMemslots(ctx: SelftestContext): void {
  * the #GP descriptor in data[3]. kvm_pvm delivers a CPL3 guest's exceptions
  * its own way, not through the guest's IDT, and ends in KVM_EXIT_SHUTDOWN: a
  * known difference (TODO there).
+ *
+ * With `cached`, the guest first reads the #GP descriptor's address (an MMIO
+ * exit, answered), so KVM has installed an MMIO SPTE for that page before the
+ * #GP: the NPF while vectoring then has the reserved bit set and takes SVM's
+ * fast-MMIO path. Linux 7.3 resumes the guest there whenever emulation is
+ * refused for vectoring (npf_interception returns 1 on
+ * X86EMUL_UNHANDLEABLE_VECTORING), so the #GP is re-injected and faults
+ * again forever, inside KVM_RUN; 6.18 ends it with the same internal error.
+ * The step's limit kicks the vcpu out; that livelock (the #GP still being
+ * injected, RIP at the store) is a TODO naming the kernel, anything else a
+ * failure. Not in upstream's test: upstream's vectoring case never caches
+ * the SPTE, and its delete case avoids the path by clearing the IDT.
  */
-async function mmioDuringVectoring(ctx: SelftestContext): Promise<void> {
+async function mmioDuringVectoring(ctx: SelftestContext, cached: boolean): Promise<void> {
   using vm = ctx.kvm.createVm();
+  const expectedGpa = SLOT_GPA + GP_VECTOR * IDT_ENTRY_BYTES;
   const a = new Asm();
-  a.mov('rax', 0xdead_beef_dead_beefn).store({ base: 'rax' }, 'rax');
+  if (cached) {
+    a.mov('rbx', expectedGpa).load('r12', { base: 'rbx' });
+    emitUcallSync(a, 'r12', 0);
+  }
+  a.mov('rax', 0xdead_beef_dead_beefn).label('store').store({ base: 'rax' }, 'rax');
   a.label('hang').jmp('hang');
   using guest = Guest.create(vm, { program: a });
+  const storeRip = a.link(guest.codeGpa).labels.get('store')!;
   guest.vcpu.setSregs({ idt: { base: SLOT_GPA, limit: 0xfff } });
-  const e = await nextEvent(guest);
-  const expectedGpa = SLOT_GPA + GP_VECTOR * IDT_ENTRY_BYTES;
+  if (cached) {
+    const read = await nextEvent(guest, { what: 'the guest reading the IDT gpa' });
+    if (!isMmioReadAt(read, expectedGpa)) throw new SelftestFailure(`reading the #GP descriptor's gpa ${show(expectedGpa)}: expected an MMIO read there, got ${describeEvent(read)}`);
+    answerMmio(read);
+    const sync = await nextEvent(guest, { what: 'after answering the MMIO read' });
+    if (syncValue(sync) !== MMIO_VALUE) throw new SelftestFailure(`after the MMIO answer: expected the guest to report ${show(MMIO_VALUE)}, got ${describeEvent(sync)}`);
+  }
+  let e: GuestEvent;
+  try {
+    e = await nextEvent(guest, { what: 'delivering the #GP through an IDT in MMIO' });
+  } catch (err) {
+    const s = err instanceof GuestStall ? err.stall : undefined;
+    if (cached && s?.exception?.nr === Number(GP_VECTOR) && s.exception.injected && s.rip === storeRip) {
+      ctx.log(`livelock inside KVM_RUN, kicked out after ${Math.round(s.ms)} ms: #GP still being injected at RIP ${show(s.rip)}${s.exits === undefined ? '' : `, ${s.exits} exits handled in the kernel`}`);
+      ctx.todo('SVM: an NPF on a cached MMIO SPTE while vectoring an event resumes the guest forever (npf_interception returns 1 on X86EMUL_UNHANDLEABLE_VECTORING) instead of KVM_EXIT_INTERNAL_ERROR/DELIVERY_EV', ['7.3']);
+      return;
+    }
+    throw err;
+  }
   if (e.kind === 'exit' && e.exit.reason === 'internal-error') {
     const x = e.exit as { suberror: number; data: bigint[] };
     if (x.suberror !== KVM_INTERNAL_ERROR_DELIVERY_EV) throw new SelftestFailure(`suberror: expected ${KVM_INTERNAL_ERROR_DELIVERY_EV} (DELIVERY_EV), got ${x.suberror}`);
@@ -303,7 +323,8 @@ async function mmioDuringVectoring(ctx: SelftestContext): Promise<void> {
 export function inUseCases(): SelftestCase[] {
   const cases: SelftestCase[] = [
     { name: 'KVM_RUN with no memslots', run: zeroMemslots },
-    { name: 'mmio_during_vectoring: IDT in MMIO', run: mmioDuringVectoring },
+    { name: 'mmio_during_vectoring: IDT in MMIO', run: (ctx) => mmioDuringVectoring(ctx, false) },
+    { name: 'mmio_during_vectoring: IDT in MMIO, its MMIO SPTE already cached', run: (ctx) => mmioDuringVectoring(ctx, true) },
   ];
   for (const disabled of [false, true]) {
     const quirk = disabled ? 'slot-zap quirk disabled' : 'slot-zap quirk enabled';

@@ -16,7 +16,7 @@ import { check, checkEqual, expectKvmError, expectOutcome, SelftestFailure, show
 import { firstReason, needs, probeHost } from './host.js';
 import type { SelftestCase, SelftestContext, SelftestSuite } from './types.js';
 import { inUseCases } from './memslot-in-use.js';
-import { scaledTimeout } from '../time-scale.js';
+import { describeEvent, nextEvent, whileRunning } from './guest-steps.js';
 
 const P = 4096n;
 const MiB = 1n << 20n;
@@ -201,36 +201,6 @@ const V2 = V0 + 2n;
 const V3 = V0 + 3n;
 /** What the host answers to the guest's reads while the slot is gone. */
 const MMIO_VALUE = 0x4d4d_494f_4d4d_494fn;
-/** Per step; scaled by NODE_KVM_TIMEOUT_SCALE on a slow (emulated, busy) machine. */
-const STEP_TIMEOUT_MS = scaledTimeout(10_000);
-
-function describeEvent(e: GuestEvent): string {
-  if (e.kind === 'sync') return `sync ${e.args.map(show).join(' ')}`;
-  if (e.kind !== 'exit') return e.kind;
-  const x = e.exit;
-  return x.reason === 'mmio' ? `mmio ${(x as MmioExit).isWrite ? 'write' : 'read'} at ${show((x as MmioExit).physAddr)}` : `exit ${x.reason}`;
-}
-
-/** The next event other than heartbeats and signal interruptions, within the step's time limit. */
-async function nextEvent(guest: Guest): Promise<GuestEvent> {
-  const deadline = performance.now() + STEP_TIMEOUT_MS;
-  for (;;) {
-    const e = await guest.run();
-    const idle = (e.kind === 'sync' && e.args[1] === SpinReadReason.HEARTBEAT) || (e.kind === 'exit' && e.exit.reason === 'intr');
-    if (!idle) return e;
-    if (performance.now() > deadline) throw new SelftestFailure(`the guest reported nothing new within ${STEP_TIMEOUT_MS} ms`);
-  }
-}
-
-/** Starts the guest, does `action` while it runs, and returns the next event. */
-async function whileRunning(guest: Guest, action: () => void): Promise<GuestEvent> {
-  const next = nextEvent(guest);
-  // Give the vcpu time to enter KVM_RUN so the change really races the guest.
-  await new Promise((resolve) => setTimeout(resolve, 5));
-  action();
-  return next;
-}
-
 function expectSync(e: GuestEvent, value: bigint, reason: bigint, what: string): void {
   if (e.kind !== 'sync' || e.args[0] !== value || e.args[1] !== reason) {
     throw new SelftestFailure(`${what}: expected the guest to report ${show(value)} (reason ${reason}), got ${describeEvent(e)}`, { expected: show(value), actual: describeEvent(e) });
