@@ -214,7 +214,7 @@ export class Kvm extends Resource {
         const fd = native.createVm(this.fd, number);
         // No strong reference from here: a VM dropped without close() must
         // stay collectable while its Kvm lives (its finalizer closes the fd).
-        return new Vm(this, fd, type, caps);
+        return Vm.fromFd(this, fd, type, caps);
       } catch (e) {
         const errno = (e as { errno?: number }).errno;
         if (errno === 4 /* EINTR */ && attempt < CREATE_VM_EINTR_RETRIES) continue;

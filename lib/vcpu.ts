@@ -55,10 +55,11 @@ export class Vcpu extends Resource {
   #running = false;
 
   /**
-   * @internal Use Vm.createVcpu() or Vcpu.fromWorkerHandle(); takes ownership
-   * of fd, the kvm_run mapping and one reference to the key.
+   * Private, and so in the published types too: a Vcpu comes from
+   * Vm.createVcpu() or Vcpu.fromWorkerHandle(). Takes ownership of fd, the
+   * kvm_run mapping and one reference to the key.
    */
-  constructor(vm: Vm | undefined, id: number, fd: number, run: NativeMapping, key: number, owner: boolean, mmapSize: number) {
+  private constructor(vm: Vm | undefined, id: number, fd: number, run: NativeMapping, key: number, owner: boolean, mmapSize: number) {
     const owned: Owned = { statsFd: -1, thread: undefined };
     super(`Vcpu ${id}`, () => {
       if (owned.thread) native.endThread(owned.thread);

@@ -66,8 +66,11 @@ export class Vm extends Resource {
   /** Memslot address spaces (1, or 2 with SMM): bits 16+ of a slot id must be below it. */
   readonly #addressSpaces: number;
 
-  /** @internal Use Kvm.createVm(). */
-  constructor(kvm: Kvm, fd: number, type: VmType, caps: KvmCapabilities) {
+  /**
+   * Private, and so in the published types too: a Vm comes from
+   * Kvm.createVm() or Kvm.createVmFromRawFd().
+   */
+  private constructor(kvm: Kvm, fd: number, type: VmType, caps: KvmCapabilities) {
     const owned = { statsFd: -1 };
     super(`Vm(fd ${fd})`, () => {
       if (owned.statsFd >= 0) native.close(owned.statsFd);
@@ -81,6 +84,11 @@ export class Vm extends Resource {
     this.#addressSpaces = probe.addressSpaces;
     this.#gmemFlags = probe.guestMemfdFlags;
     this.#caps = probe.caps;
+  }
+
+  /** @internal Wraps a new VM fd of `kvm` (Kvm.createVm(), createVmFromRawFd()). */
+  static fromFd(kvm: Kvm, fd: number, type: VmType, caps: KvmCapabilities): Vm {
+    return new Vm(kvm, fd, type, caps);
   }
 
   /** The pre-fault engine remembered for this VM (see Vcpu.preFaultMemory()), once one was decided. */
@@ -129,7 +137,7 @@ export class Vm extends Resource {
     this.assertOpen(GUEST_MEMFD_OP);
     checkGuestMemfdRequest(request, this.#caps.guestMemfd, this.#gmemFlags);
     const fd = callNative(GUEST_MEMFD_OP, { size, flags: mask }, () => native.createGuestMemfd(this.#fd, size, mask));
-    const gmem = new GuestMemfd(fd, this.id, size, mask);
+    const gmem = GuestMemfd.fromFd(fd, this.id, size, mask);
     this.#adopt(gmem);
     gmem.onPunchHole((offset, length) => this.#invalidateGuestMemfd(gmem, offset, length));
     return gmem;
