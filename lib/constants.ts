@@ -2,6 +2,8 @@
  * Kernel numbers by name: KVM capabilities, VM types, guest_memfd flags,
  * memslot flags and the host mm constants node-kvm uses.
  */
+import { invalidArgument } from './errors.js';
+import { describe } from './int.js';
 
 /** KVM capability numbers (KVM_CHECK_EXTENSION), named as in api.rst without KVM_CAP_. */
 export const Cap = {
@@ -128,3 +130,9 @@ export const ADVICE = {
 
 /** An advice name of `ADVICE`. */
 export type Advice = keyof typeof ADVICE;
+
+/** The number of capability `name`; KvmError EINVAL (naming `op`) for a name node-kvm does not know. */
+export function capNumber(name: string, op: string): number {
+  if (!Object.hasOwn(Cap, name)) throw invalidArgument(op, `unknown capability name ${describe(name)}`);
+  return Cap[name as CapName];
+}

@@ -47,11 +47,16 @@ export class Device extends Resource {
   /** KVM_DEV_TYPE_* of this device. */
   readonly type: number;
 
-  /** @internal Use Vm.createDevice(). */
-  constructor(fd: number, type: number) {
+  /** Private, and so in the published types too: a Device comes from Vm.createDevice(). */
+  private constructor(fd: number, type: number) {
     super(`Device(type ${type}, fd ${fd})`, () => native.close(fd));
     this.#fd = fd;
     this.type = type;
+  }
+
+  /** @internal Wraps a new device fd of KVM_DEV_TYPE_* `type` (Vm.createDevice()). */
+  static fromFd(fd: number, type: number): Device {
+    return new Device(fd, type);
   }
 
   /** The device fd; throws ECLOSED after close(). */

@@ -83,8 +83,8 @@ export class GuestMemfd extends Resource {
   readonly flags: readonly GuestMemfdFlag[];
   readonly #punchListeners = new Set<(offset: bigint, length: bigint) => void>();
 
-  /** @internal Use Vm.createGuestMemfd(). */
-  constructor(fd: number, vmId: symbol, size: bigint, flagMask: bigint) {
+  /** Private, and so in the published types too: a GuestMemfd comes from Vm.createGuestMemfd(). */
+  private constructor(fd: number, vmId: symbol, size: bigint, flagMask: bigint) {
     super(`GuestMemfd(fd ${fd})`, () => native.close(fd));
     this.#fd = fd;
     this.vmId = vmId;
@@ -94,6 +94,11 @@ export class GuestMemfd extends Resource {
     // No own properties can be added or changed: a getter planted on the
     // instance cannot run inside a check that reads vmId or size.
     Object.freeze(this);
+  }
+
+  /** @internal Wraps a new guest_memfd fd of the VM `vmId` names (Vm.createGuestMemfd()). */
+  static fromFd(fd: number, vmId: symbol, size: bigint, flagMask: bigint): GuestMemfd {
+    return new GuestMemfd(fd, vmId, size, flagMask);
   }
 
   /** Whether `value` is a real GuestMemfd (a brand check: a fake with the right prototype is not). */
@@ -186,7 +191,7 @@ export class GuestMemfd extends Resource {
     const mapping = callNative('mmap', { offset, length }, () =>
       new native.Mapping(this.#fd, length, Mm.PROT_READ | Mm.PROT_WRITE, Mm.MAP_SHARED, offset, alignment),
     );
-    return new HostMemory(mapping, 'guest-memfd', false, this.flags.includes('init-shared'));
+    return HostMemory.fromMapping(mapping, 'guest-memfd', false, this.flags.includes('init-shared'));
   }
 
   /**

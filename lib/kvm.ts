@@ -1,7 +1,7 @@
 /**
  * Kvm: the /dev/kvm system fd. Capabilities, supported CPUID, VM creation.
  */
-import { Cap, GUEST_MEMFD_FLAGS, VM_TYPES, type CapName, type GuestMemfdFlag, type VmType } from './constants.js';
+import { capNumber, GUEST_MEMFD_FLAGS, VM_TYPES, type CapName, type GuestMemfdFlag, type VmType } from './constants.js';
 import { decodeCpuid, type CpuidEntry } from './cpuid.js';
 import { callNative, errnoCode, errnoError, invalidArgument, KvmError, toKvmError } from './errors.js';
 import { describe, toU32 } from './int.js';
@@ -127,7 +127,7 @@ export class Kvm extends Resource {
 
   /** KVM_CHECK_EXTENSION on the system fd: 0 when absent, else a cap-specific value. */
   checkExtension(cap: number | CapName): number {
-    const n = typeof cap === 'string' ? capNumber(cap) : toU32(cap, 'cap', 'KVM_CHECK_EXTENSION');
+    const n = typeof cap === 'string' ? capNumber(cap, 'KVM_CHECK_EXTENSION') : toU32(cap, 'cap', 'KVM_CHECK_EXTENSION');
     this.assertOpen('KVM_CHECK_EXTENSION');
     return callNative('KVM_CHECK_EXTENSION', { cap: n }, () => native.checkExtension(this.fd, n));
   }
@@ -214,7 +214,7 @@ export class Kvm extends Resource {
         const fd = native.createVm(this.fd, number);
         // No strong reference from here: a VM dropped without close() must
         // stay collectable while its Kvm lives (its finalizer closes the fd).
-        return new Vm(this, fd, type, caps);
+        return Vm.fromFd(this, fd, type, caps);
       } catch (e) {
         const errno = (e as { errno?: number }).errno;
         if (errno === 4 /* EINTR */ && attempt < CREATE_VM_EINTR_RETRIES) continue;
@@ -223,11 +223,6 @@ export class Kvm extends Resource {
     }
   }
 
-}
-
-function capNumber(name: CapName): number {
-  if (!Object.hasOwn(Cap, name)) throw invalidArgument('KVM_CHECK_EXTENSION', `unknown capability name ${describe(name)}`);
-  return Cap[name];
 }
 
 function openHint(code: string, path: string): string | undefined {

@@ -74,7 +74,11 @@ export class HostMemory extends Resource {
   #bytes: Uint8Array | undefined;
   readonly #closeListeners = new Set<(memory: HostMemory) => void>();
 
-  /** @internal Use HostMemory.allocate(), vm.allocateMemory() or guestMemfd.map(). */
+  /**
+   * @internal Use HostMemory.allocate(), vm.allocateMemory() or guestMemfd.map().
+   * (To become private, as Vm's is, once lib/userfault.ts makes its memory
+   * with HostMemory.fromMapping().)
+   */
   constructor(mapping: NativeMapping, kind: MemoryKind, hugePages: boolean, hostAccessible: boolean) {
     super(`HostMemory(${kind}, 0x${mapping.address.toString(16)})`, () => mapping.unmap());
     this.#mapping = mapping;
@@ -87,6 +91,11 @@ export class HostMemory extends Resource {
     // No own properties can be planted on the instance (a getter named size
     // or closed that runs inside another object's check).
     Object.freeze(this);
+  }
+
+  /** @internal Wraps a mapping node-kvm made (guestMemfd.map(), shared memory for userfaults). */
+  static fromMapping(mapping: NativeMapping, kind: MemoryKind, hugePages: boolean, hostAccessible: boolean): HostMemory {
+    return new HostMemory(mapping, kind, hugePages, hostAccessible);
   }
 
   /**

@@ -172,8 +172,6 @@ export interface NativeAddon {
   hasDeviceAttr(fd: number, group: number, attr: bigint): boolean;
   /** offsetof() of kvm_run fields in the distro's <linux/kvm.h>, by lib/exit-layout.ts's names (tests). */
   kvmRunLayout(): Record<string, number>;
-  /** KVM_ENABLE_CAP on a VM fd with args[0] only (internal; the VMM API's Vm.enableCap supersedes it). */
-  vmEnableCap(vmFd: number, cap: number, arg0: bigint): void;
   /** KVM_RESET_DIRTY_RINGS (dirty_ring.cc); returns the entries KVM rearmed. */
   vmResetDirtyRings(vmFd: number): number;
   /** The kvm_dirty_gfn layout and ring constants of dirty_ring.cc. */

@@ -4,13 +4,11 @@
  * worker_thread. Pre-faulting lives in prefault/ and is attached here as
  * preFaultMemory()/preFaultMemorySync().
  */
-import { isMainThread } from 'node:worker_threads';
 import { encodeCpuid, type CpuidEntry } from './cpuid.js';
-import { callNative, closedError, errnoError, invalidArgument, KvmError, toKvmError, type ErrorArgs } from './errors.js';
+import { callNative, KvmError, type ErrorArgs } from './errors.js';
 import type { CapName } from './constants.js';
 import * as state from './vcpu/index.js';
 import { ExitDecoder, type VcpuExit } from './exit.js';
-import { Mm } from './constants.js';
 import { native, type NativeMapping } from './native.js';
 import { applySregsUpdate, decodeRegs, decodeSregs, encodeRegs, encodeSregs, regsUpdate, sregsUpdate, type Regs, type Segment, type Sregs } from './regs.js';
 import { readArray } from './options.js';
@@ -19,40 +17,10 @@ import { StatsReader, type StatDescriptor, type VcpuStats } from './stats.js';
 import type { Vm } from './vm.js';
 import { preFaultMemory, preFaultMemorySync } from './prefault/run.js';
 import type { PreFaultOptions, PreFaultRange, PreFaultResult } from './prefault/contract.js';
+import { busyError, LONG_IOCTLS, mapRun, runResult, toVcpuError } from './vcpu/run.js';
+import { adoptWorkerHandle, makeWorkerHandle, type VcpuWorkerHandle } from './vcpu/worker-handle.js';
 
-const EINTR = 4;
-const EAGAIN = 11;
-const EBUSY = 16;
-/** The addon's answer once the owning Vcpu of a worker's vcpu was closed. */
-const ESHUTDOWN = 108;
-/** Ioctls the addon registers as long (kicked, exclusive): never inside vcpuExclusive. */
-const LONG_IOCTLS = new Set(['KVM_RUN', 'KVM_PRE_FAULT_MEMORY']);
-
-// When the main thread exits (process.exit(), an uncaught exception, the end
-// of the program), no vcpu may re-enter KVM_RUN and every one in it is kicked:
-// Node then joins its worker threads, which must be able to leave their runs.
-if (isMainThread) process.once('exit', () => native.processExiting());
-
-/**
- * A structured-cloneable token that lets a worker_thread run a Vcpu the main
- * thread created: post it to the worker and call Vcpu.fromWorkerHandle() there.
- * It holds a duplicate of the vcpu fd, adopted once; the owner's close() closes
- * it if no worker adopted it yet. Valid only inside the process that made it.
- */
-export interface VcpuWorkerHandle {
-  /** Marks the object as a vcpu handle. */
-  readonly kind: 'node-kvm:vcpu';
-  /** The vcpu id. */
-  readonly id: number;
-  /** The process-wide key naming the vcpu (kicks, busy state). */
-  readonly key: number;
-  /** The duplicate vcpu fd the worker adopts. */
-  readonly fd: number;
-  /** Size of the kvm_run mapping. */
-  readonly mmapSize: number;
-  /** The process the handle belongs to. */
-  readonly pid: number;
-}
+export type { VcpuWorkerHandle } from './vcpu/worker-handle.js';
 
 /** Resources a Vcpu owns, outside the object so its release never captures it. */
 interface Owned {
@@ -87,10 +55,11 @@ export class Vcpu extends Resource {
   #running = false;
 
   /**
-   * @internal Use Vm.createVcpu() or Vcpu.fromWorkerHandle(); takes ownership
-   * of fd, the kvm_run mapping and one reference to the key.
+   * Private, and so in the published types too: a Vcpu comes from
+   * Vm.createVcpu() or Vcpu.fromWorkerHandle(). Takes ownership of fd, the
+   * kvm_run mapping and one reference to the key.
    */
-  constructor(vm: Vm | undefined, id: number, fd: number, run: NativeMapping, key: number, owner: boolean, mmapSize: number) {
+  private constructor(vm: Vm | undefined, id: number, fd: number, run: NativeMapping, key: number, owner: boolean, mmapSize: number) {
     const owned: Owned = { statsFd: -1, thread: undefined };
     super(`Vcpu ${id}`, () => {
       if (owned.thread) native.endThread(owned.thread);
@@ -137,8 +106,7 @@ export class Vcpu extends Resource {
    */
   workerHandle(): VcpuWorkerHandle {
     this.assertOpen('workerHandle');
-    const fd = callNative('workerHandle', { vcpu: this.id }, () => native.vcpuDupForHandle(this.#key, this.#fd));
-    return { kind: 'node-kvm:vcpu', id: this.id, key: this.#key, fd, mmapSize: this.#mmapSize, pid: process.pid };
+    return makeWorkerHandle(this.id, this.#key, this.#fd, this.#mmapSize);
   }
 
   /**
@@ -148,20 +116,7 @@ export class Vcpu extends Resource {
    * pre-faulting is not available on it.
    */
   static fromWorkerHandle(handle: VcpuWorkerHandle): Vcpu {
-    const op = 'fromWorkerHandle';
-    if (typeof handle !== 'object' || handle === null) throw invalidArgument(op, 'handle must come from vcpu.workerHandle()');
-    const { kind, id, key, fd, mmapSize, pid } = handle;
-    if (kind !== 'node-kvm:vcpu') throw invalidArgument(op, 'handle must come from vcpu.workerHandle()', { kind: String(kind) });
-    for (const [name, v] of [['id', id], ['key', key], ['fd', fd], ['mmapSize', mmapSize]] as const) {
-      if (!Number.isSafeInteger(v) || (v as number) < 0) throw invalidArgument(op, `handle.${name} must be a non-negative integer`);
-    }
-    if (pid !== process.pid) throw invalidArgument(op, 'the handle belongs to another process', { pid });
-    try {
-      native.vcpuAdopt(key, fd);
-    } catch (e) {
-      const err = toVcpuError(e, op, { vcpu: id });
-      throw err;
-    }
+    const { id, key, fd, mmapSize } = adoptWorkerHandle(handle);
     try {
       return new Vcpu(undefined, id, fd, mapRun(fd, id, mmapSize), key, false, mmapSize);
     } catch (e) {
@@ -468,39 +423,6 @@ export class Vcpu extends Resource {
   }
 
   #finishRun(errno: number): VcpuExit {
-    if (errno === 0) return this.#exitDecoder().decode();
-    // KVM_EXIT_MEMORY_FAULT comes with KVM_RUN failing (EFAULT/EHWPOISON): an exit, not an error.
-    const fault = this.#exitDecoder().memoryFault(errno);
-    if (fault) return fault;
-    if (errno === EINTR || errno === EAGAIN) {
-      this.#runBytes[1] = 0;
-      return { reason: 'intr' };
-    }
-    if (errno === EBUSY) throw busyError('KVM_RUN', this.id);
-    if (errno === ESHUTDOWN) throw closedError(`Vcpu ${this.id}`, 'KVM_RUN');
-    throw errnoError(errno, 'KVM_RUN', { vcpu: this.id });
+    return runResult(errno, this.#exitDecoder(), this.#runBytes, this.id);
   }
-}
-
-function mapRun(fd: number, id: number, mmapSize: number): NativeMapping {
-  return callNative('mmap', { what: 'kvm_run', vcpu: id }, () =>
-    new native.Mapping(fd, BigInt(mmapSize), Mm.PROT_READ | Mm.PROT_WRITE, Mm.MAP_SHARED, 0n, 4096n),
-  );
-}
-
-function busyError(op: string, vcpu: number): KvmError {
-  return new KvmError(`Vcpu ${vcpu} is running (${op}): kick it, or wait for its run to return`, {
-    code: 'EBUSY',
-    ioctl: op.startsWith('KVM_') ? op : undefined,
-    syscall: op.startsWith('KVM_') ? 'ioctl' : 'none',
-    args: { vcpu },
-  });
-}
-
-/** The addon's EBUSY/owner-closed answers as KvmError; everything else as callNative does. */
-function toVcpuError(e: unknown, op: string, args: ErrorArgs, vcpu = args.vcpu as number): KvmError {
-  const errno = (e as { errno?: unknown } | null)?.errno;
-  if (errno === EBUSY && (e as { op?: unknown }).op === '') return busyError(op, vcpu);
-  if (errno === ESHUTDOWN) return closedError(`Vcpu ${vcpu}`, op);
-  return toKvmError(e, op, args);
 }

@@ -3,93 +3,42 @@
  * mirrored so it can be validated and walked), its memory attributes, and
  * the guest_memfds, memory and vcpus created through it.
  */
-import { MEMORY_ATTRIBUTE_PRIVATE, type CapName, type GuestMemfdFlag, type VmType, Cap } from './constants.js';
+import { capNumber, type CapName, type GuestMemfdFlag, type VmType } from './constants.js';
 import { PrivateRanges, type GpaRange } from './attributes.js';
 import { callNative, invalidArgument } from './errors.js';
-import { GuestMemfd, guestMemfdFlagMask, guestMemfdFlagNames, type GuestMemfdOptions } from './guest-memfd.js';
-import { describe, PAGE_SIZE, requirePageAligned, toU32, toU64, U64_LIMIT, type U64Like } from './int.js';
+import { GuestMemfd, type GuestMemfdOptions } from './guest-memfd.js';
+import { toU32, toU64, type U64Like } from './int.js';
 import { opt, readOptions } from './options.js';
 import type { Kvm, KvmCapabilities } from './kvm.js';
-import { checkSlot, slotFlags, SlotTable, type MemorySlot, type SlotLimits, type SlotRecord } from './memslots.js';
+import { checkSlot, SlotTable, type MemorySlot } from './memslots.js';
 import { HostMemory, type AllocateMemoryOptions } from './memory.js';
 import { native } from './native.js';
 import { Resource } from './resource.js';
 import { StatsReader, type StatDescriptor, type VmStats } from './stats.js';
 import { Vcpu } from './vcpu.js';
-import { SoftMmu } from './soft-mmu/index.js';
+import type { SoftMmu } from './soft-mmu/index.js';
 import * as vmm from './vm/index.js';
 import type { Device, DeviceType } from './device.js';
+import { probeVmCapabilities, vcpuIdLimit } from './vm/capabilities.js';
+import { closeVmChildren } from './vm/close-order.js';
+import { GuestRangeInvalidations, type InvalidationListener } from './vm/invalidation.js';
+import { checkGuestMemfdRequest, GUEST_MEMFD_OP, readGuestMemfdOptions } from './vm/guest-memfd-request.js';
+import { ATTRIBUTES_OP, readAttributeOptions, setMemoryAttributes, type MemoryAttributesOptions } from './vm/memory-attributes.js';
+import {
+  deleteSlotsBackedBy, moveOptions, punchedRanges, readRegionOptions, REGION_OP, regionRecord, setRegion, slotLimits, type SetMemoryRegionOptions,
+} from './vm/memory-region.js';
 
-/** KVM_CAP_MULTI_ADDRESS_SPACE: how many memslot address spaces (bits 16+ of a slot id) the VM has. */
-const CAP_MULTI_ADDRESS_SPACE = 118;
+export type { SetMemoryRegionOptions } from './vm/memory-region.js';
+export type { MemoryAttributesOptions } from './vm/memory-attributes.js';
+export type { InvalidationListener, InvalidationReason } from './vm/invalidation.js';
 
-const GUEST_MEMFD_OPTIONS = {
-  size: opt.u64,
-  flags: ((v, _k, op) => guestMemfdFlagMask(v as never, op)) as (v: unknown, k: string, op: string) => bigint,
-} as const;
 const ALLOCATE_OPTIONS = { hugePages: opt.boolean, alignment: opt.u64, noReserve: opt.boolean } as const;
-const REGION_OPTIONS = {
-  slot: opt.u32,
-  guestPhysAddr: opt.u64,
-  size: opt.u64,
-  memory: opt.brand(HostMemory.isHostMemory, 'HostMemory'),
-  memoryOffset: opt.u64,
-  userspaceAddr: opt.u64,
-  guestMemfd: opt.brand(GuestMemfd.isGuestMemfd, 'GuestMemfd'),
-  guestMemfdOffset: opt.u64,
-  readonly: opt.boolean,
-  logDirtyPages: opt.boolean,
-  api: opt.oneOf('auto', 'v1', 'v2'),
-} as const;
-const ATTRIBUTE_OPTIONS = { guestPhysAddr: opt.u64, size: opt.u64, private: opt.boolean } as const;
 
 /** Options of Kvm.createVm(). */
 export interface VmOptions {
   /** VM type; default 'default'. */
   type?: VmType;
 }
-
-/** Options of Vm.setMemoryRegion(). */
-export interface SetMemoryRegionOptions {
-  /** Slot id: bits 0-15 the slot, bits 16 and up the address space. */
-  slot: number;
-  /** Guest-physical address where the slot starts; 4 KiB aligned. */
-  guestPhysAddr: U64Like;
-  /** Default: the memory's size minus memoryOffset. */
-  size?: U64Like;
-  /** Host memory backing the slot (anonymous, or a guest_memfd mapping). */
-  memory?: HostMemory;
-  /** Offset of the slot inside `memory`. */
-  memoryOffset?: U64Like;
-  /** A raw host address instead of `memory` (not validated beyond alignment). */
-  userspaceAddr?: U64Like;
-  /** Bind the slot to a guest_memfd (KVM_MEM_GUEST_MEMFD) for private memory. */
-  guestMemfd?: GuestMemfd;
-  /** Offset of the slot inside `guestMemfd`; default 0. 4 KiB aligned; offset + size within the file. */
-  guestMemfdOffset?: U64Like;
-  /** KVM_MEM_READONLY: guest writes exit as MMIO (needs readonlyMem). */
-  readonly?: boolean;
-  /** KVM_MEM_LOG_DIRTY_PAGES: track pages the guest writes. */
-  logDirtyPages?: boolean;
-  /** Which ioctl: 'auto' (REGION2 when available), 'v1' or 'v2'. */
-  api?: 'auto' | 'v1' | 'v2';
-}
-
-/** Options of Vm.setMemoryAttributes(). */
-export interface MemoryAttributesOptions {
-  /** Start of the range; 4 KiB aligned. */
-  guestPhysAddr: U64Like;
-  /** Size of the range in bytes; a non-zero multiple of 4 KiB. */
-  size: U64Like;
-  /** Make the range private (KVM_MEMORY_ATTRIBUTE_PRIVATE) or shared. */
-  private: boolean;
-}
-
-/** Why mappings of a guest range became invalid (for the software MMU). */
-export type InvalidationReason = 'slot-delete' | 'slot-move' | 'attributes' | 'punch-hole';
-
-/** A listener told about invalidated guest ranges. */
-export type InvalidationListener = (gpa: bigint, size: bigint, reason: InvalidationReason, slot: number | undefined) => void;
 
 /** A KVM virtual machine. */
 export class Vm extends Resource {
@@ -105,22 +54,23 @@ export class Vm extends Resource {
   readonly #attributes = new PrivateRanges();
   readonly #children = new Set<Resource>();
   readonly #vcpus = new Map<number, Vcpu>();
-  readonly #invalidationListeners = new Set<InvalidationListener>();
+  readonly #invalidations = new GuestRangeInvalidations();
   /** Memory backing slots (or created here), with the function that stops watching it. */
   readonly #watched = new Map<HostMemory, () => void>();
   readonly #owned: { statsFd: number };
   #stats: StatsReader | undefined;
   /** Raw KVM_CAP_GUEST_MEMFD_FLAGS of this VM (bits node-kvm may not name yet included). */
   readonly #gmemFlags: bigint;
-  #softMmu: SoftMmu | undefined;
-  #memslotGeneration = 0;
   #preFaultEngine: Readonly<{ engine: 'kernel' | 'software'; reason: string }> | undefined;
   #maxVcpuId: number | undefined;
   /** Memslot address spaces (1, or 2 with SMM): bits 16+ of a slot id must be below it. */
   readonly #addressSpaces: number;
 
-  /** @internal Use Kvm.createVm(). */
-  constructor(kvm: Kvm, fd: number, type: VmType, caps: KvmCapabilities) {
+  /**
+   * Private, and so in the published types too: a Vm comes from
+   * Kvm.createVm() or Kvm.createVmFromRawFd().
+   */
+  private constructor(kvm: Kvm, fd: number, type: VmType, caps: KvmCapabilities) {
     const owned = { statsFd: -1 };
     super(`Vm(fd ${fd})`, () => {
       if (owned.statsFd >= 0) native.close(owned.statsFd);
@@ -130,25 +80,15 @@ export class Vm extends Resource {
     this.type = type;
     this.#fd = fd;
     this.#owned = owned;
-    // Some answers depend on the VM type and must come from the VM fd: 6.12
-    // says GUEST_MEMFD = 1 on /dev/kvm but 0 on a default VM.
-    const vmCap = (n: number): number => {
-      try {
-        return native.checkExtension(fd, n);
-      } catch {
-        return 0;
-      }
-    };
-    this.#addressSpaces = Math.max(1, vmCap(CAP_MULTI_ADDRESS_SPACE));
-    const guestMemfd = vmCap(Cap.GUEST_MEMFD) > 0;
-    const gmemFlags = guestMemfd ? BigInt(vmCap(Cap.GUEST_MEMFD_FLAGS)) : 0n;
-    this.#gmemFlags = gmemFlags;
-    this.#caps = {
-      ...caps,
-      guestMemfd,
-      guestMemfdFlags: guestMemfdFlagNames(gmemFlags),
-      memoryAttributes: (BigInt(vmCap(Cap.MEMORY_ATTRIBUTES)) & MEMORY_ATTRIBUTE_PRIVATE) !== 0n ? ['private'] : [],
-    };
+    const probe = probeVmCapabilities(fd, caps);
+    this.#addressSpaces = probe.addressSpaces;
+    this.#gmemFlags = probe.guestMemfdFlags;
+    this.#caps = probe.caps;
+  }
+
+  /** @internal Wraps a new VM fd of `kvm` (Kvm.createVm(), createVmFromRawFd()). */
+  static fromFd(kvm: Kvm, fd: number, type: VmType, caps: KvmCapabilities): Vm {
+    return new Vm(kvm, fd, type, caps);
   }
 
   /** The pre-fault engine remembered for this VM (see Vcpu.preFaultMemory()), once one was decided. */
@@ -178,8 +118,7 @@ export class Vm extends Resource {
 
   /** KVM_CHECK_EXTENSION on the VM fd (answers for this VM's type). */
   checkExtension(cap: number | CapName): number {
-    const n = typeof cap === 'string' ? (Object.hasOwn(Cap, cap) ? Cap[cap] : undefined) : toU32(cap, 'cap', 'KVM_CHECK_EXTENSION');
-    if (n === undefined) throw invalidArgument('KVM_CHECK_EXTENSION', `unknown capability name ${describe(cap)}`);
+    const n = typeof cap === 'string' ? capNumber(cap, 'KVM_CHECK_EXTENSION') : toU32(cap, 'cap', 'KVM_CHECK_EXTENSION');
     return callNative('KVM_CHECK_EXTENSION', { cap: n }, () => native.checkExtension(this.fd, n));
   }
 
@@ -193,28 +132,12 @@ export class Vm extends Resource {
    * does not support fails with the list of supported ones.
    */
   createGuestMemfd(options: GuestMemfdOptions): GuestMemfd {
-    const op = 'KVM_CREATE_GUEST_MEMFD';
-    const o = readOptions(options, op, GUEST_MEMFD_OPTIONS, { required: true });
-    if (o.size === undefined) throw invalidArgument(op, 'size is required');
-    const size = o.size;
-    const mask = o.flags ?? 0n;
-    this.assertOpen(op);
-    if (!this.#caps.guestMemfd) throw invalidArgument(op, 'guest_memfd is not supported by this host (KVM_CAP_GUEST_MEMFD is 0)', {}, 'EOPNOTSUPP');
-    if (size === 0n || size % PAGE_SIZE !== 0n) throw invalidArgument(op, 'size must be a non-zero multiple of 4096', { size });
-    if (size >= 1n << 63n) throw invalidArgument(op, 'size is too large', { size });
-    const supported = this.#gmemFlags;
-    if ((mask & ~supported) !== 0n) {
-      const names = guestMemfdFlagNames(supported);
-      throw invalidArgument(op, `unsupported guest_memfd flags 0x${(mask & ~supported).toString(16)}; supported: ${names.length ? names.join(', ') : 'none'}`, {
-        flags: mask,
-        supported,
-      });
-    }
-    if ((mask & 2n) !== 0n && (mask & 1n) === 0n) {
-      throw invalidArgument(op, "'init-shared' requires 'mmap'", { flags: mask });
-    }
-    const fd = callNative(op, { size, flags: mask }, () => native.createGuestMemfd(this.#fd, size, mask));
-    const gmem = new GuestMemfd(fd, this.id, size, mask);
+    const request = readGuestMemfdOptions(options);
+    const { size, flags: mask } = request;
+    this.assertOpen(GUEST_MEMFD_OP);
+    checkGuestMemfdRequest(request, this.#caps.guestMemfd, this.#gmemFlags);
+    const fd = callNative(GUEST_MEMFD_OP, { size, flags: mask }, () => native.createGuestMemfd(this.#fd, size, mask));
+    const gmem = GuestMemfd.fromFd(fd, this.id, size, mask);
     this.#adopt(gmem);
     gmem.onPunchHole((offset, length) => this.#invalidateGuestMemfd(gmem, offset, length));
     return gmem;
@@ -253,89 +176,42 @@ export class Vm extends Resource {
    * reach a host range that has been unmapped (and perhaps reused).
    */
   setMemoryRegion(options: SetMemoryRegionOptions): MemorySlot {
-    const op = 'KVM_SET_USER_MEMORY_REGION2';
-    // Every option is read once into plain values before anything is checked
-    // or done: a getter or Proxy of the caller's runs here or never.
-    const options_ = readOptions(options, op, REGION_OPTIONS, { required: true });
-    if (options_.slot === undefined) throw invalidArgument(op, 'slot is required');
-    if (options_.guestPhysAddr === undefined) throw invalidArgument(op, 'guestPhysAddr is required');
-    const slot = options_.slot;
-    const guestPhysAddr = options_.guestPhysAddr;
-    const memory = options_.memory;
-    const gmem = options_.guestMemfd;
-    if (memory && options_.userspaceAddr !== undefined) throw invalidArgument(op, 'give memory or userspaceAddr, not both');
-    const memoryOffset = options_.memoryOffset ?? 0n;
-    let size: bigint;
-    if (options_.size !== undefined) size = options_.size;
-    else if (memory) size = memory.size > memoryOffset ? memory.size - memoryOffset : 0n;
-    else throw invalidArgument(op, 'size is required without memory', { slot });
-    const userspaceAddr = memory ? memory.address + memoryOffset : options_.userspaceAddr ?? 0n;
-    const readonly = options_.readonly === true;
-    const logDirtyPages = options_.logDirtyPages === true;
-    const api = options_.api ?? 'auto';
-    this.assertOpen(op);
-    if (slot >>> 16 >= this.#addressSpaces) {
-      throw invalidArgument(op, `slot id 0x${slot.toString(16)} names address space ${slot >>> 16} (bits 16+ of the id), but this VM has ${this.#addressSpaces === 1 ? 'only address space 0' : `address spaces 0-${this.#addressSpaces - 1}`} (KVM_CAP_MULTI_ADDRESS_SPACE)`, { slot });
-    }
-    const useV2 = api === 'v2' || (api === 'auto' && (gmem !== undefined || this.#caps.userMemory2));
-    if (gmem && !useV2) throw invalidArgument('KVM_SET_USER_MEMORY_REGION', 'a guest_memfd slot needs KVM_SET_USER_MEMORY_REGION2', { slot });
-    if (useV2 && !this.#caps.userMemory2) throw invalidArgument(op, 'KVM_SET_USER_MEMORY_REGION2 is not supported by this host', { slot }, 'EOPNOTSUPP');
-
-    const record: SlotRecord = {
-      slot,
-      guestPhysAddr,
-      size,
-      userspaceAddr,
-      memory,
-      memoryOffset,
-      guestMemfd: gmem,
-      guestMemfdOffset: options_.guestMemfdOffset ?? 0n,
-      readonly,
-      logDirtyPages,
-      flags: slotFlags({ readonly, logDirtyPages, guestMemfd: gmem }),
-      api: useV2 ? 'v2' : 'v1',
-    };
-    checkSlot(this.#slots, record, this.#limits(), this.id);
-    this.#setRegion(record, size);
+    const request = readRegionOptions(options);
+    this.assertOpen(REGION_OP);
+    const record = regionRecord(request, this.#addressSpaces, this.#caps);
+    const { slot, guestPhysAddr, size, memory } = record;
+    checkSlot(this.#slots, record, slotLimits(this.#caps), this.id);
+    setRegion(this.#fd, record, size);
     const old = this.#slots.get(slot);
     this.#slots.set(record);
-    this.#memslotGeneration++;
+    this.#invalidations.bump();
     if (memory) this.#watch(memory);
-    if (old && old.guestPhysAddr !== guestPhysAddr) this.#invalidate(old.guestPhysAddr, old.size, 'slot-move', slot);
+    if (old && old.guestPhysAddr !== guestPhysAddr) this.#invalidations.invalidate(old.guestPhysAddr, old.size, 'slot-move', slot);
     return record;
   }
 
   /** Deletes a memslot (size 0). Throws 'EINVAL' (as the kernel does) for a slot the VM does not have. */
   deleteMemoryRegion(slot: number): void {
-    const op = 'KVM_SET_USER_MEMORY_REGION2';
+    const op = REGION_OP;
     const id = toU32(slot, 'slot', op);
     this.assertOpen(op);
     const old = this.#slots.get(id);
     if (!old) throw invalidArgument(op, `slot ${id} does not exist`, { slot: id });
     // Deletion needs only the slot id and size 0; the guest_memfd may already be closed.
-    this.#setRegion({ ...old, flags: 0, userspaceAddr: 0n, guestMemfd: undefined, guestMemfdOffset: 0n }, 0n);
+    setRegion(this.#fd, { ...old, flags: 0, userspaceAddr: 0n, guestMemfd: undefined, guestMemfdOffset: 0n }, 0n);
     this.#slots.delete(id);
-    this.#invalidate(old.guestPhysAddr, old.size, 'slot-delete', id);
+    this.#invalidations.invalidate(old.guestPhysAddr, old.size, 'slot-delete', id);
   }
 
   /** Moves a memslot to another guest-physical address (same size and backing). */
   moveMemoryRegion(slot: number, guestPhysAddr: U64Like): MemorySlot {
-    const op = 'KVM_SET_USER_MEMORY_REGION2';
+    const op = REGION_OP;
     const id = toU32(slot, 'slot', op);
     const gpa = toU64(guestPhysAddr, 'guestPhysAddr', op);
     this.assertOpen(op);
     const old = this.#slots.get(id);
     if (!old) throw invalidArgument(op, `slot ${id} does not exist`, { slot: id });
-    return this.setMemoryRegion({
-      slot: old.slot,
-      guestPhysAddr: gpa,
-      size: old.size,
-      ...(old.memory ? { memory: old.memory, memoryOffset: old.memoryOffset } : { userspaceAddr: old.userspaceAddr }),
-      ...(old.guestMemfd ? { guestMemfd: old.guestMemfd, guestMemfdOffset: old.guestMemfdOffset } : {}),
-      readonly: old.readonly,
-      logDirtyPages: old.logDirtyPages,
-      api: old.api,
-    });
+    return this.setMemoryRegion(moveOptions(old, gpa));
   }
 
   /** The memslots as node-kvm knows them, by slot id. */
@@ -353,23 +229,12 @@ export class Vm extends Resource {
    * it so the software MMU knows where to populate.
    */
   setMemoryAttributes(options: MemoryAttributesOptions): void {
-    const op = 'KVM_SET_MEMORY_ATTRIBUTES';
-    const o = readOptions(options, op, ATTRIBUTE_OPTIONS, { required: true });
-    const gpa = toU64(o.guestPhysAddr, 'guestPhysAddr', op);
-    const size = toU64(o.size, 'size', op);
-    const isPrivate = o.private === true;
-    this.assertOpen(op);
-    const args = { guestPhysAddr: gpa, size, private: isPrivate };
-    requirePageAligned(gpa, 'guestPhysAddr', op, args);
-    requirePageAligned(size, 'size', op, args);
-    if (size === 0n || gpa + size > U64_LIMIT) throw invalidArgument(op, 'size must be non-zero and gpa + size must not overflow', args);
-    // Answered by the VM fd: private memory depends on the VM type (sw-protected, snp, tdx).
-    if (!this.#caps.memoryAttributes.includes('private')) {
-      throw invalidArgument(op, 'private memory attributes are not supported by this host/VM type (KVM_CAP_MEMORY_ATTRIBUTES lacks PRIVATE)', args, 'EOPNOTSUPP');
-    }
-    callNative(op, args, () => native.setMemoryAttributes(this.#fd, gpa, size, isPrivate ? MEMORY_ATTRIBUTE_PRIVATE : 0n, 0n));
-    this.#attributes.set(gpa, gpa + size, isPrivate);
-    this.#invalidate(gpa, size, 'attributes', undefined);
+    const request = readAttributeOptions(options);
+    this.assertOpen(ATTRIBUTES_OP);
+    setMemoryAttributes(this.#fd, this.#caps, request);
+    const { guestPhysAddr: gpa, size } = request;
+    this.#attributes.set(gpa, gpa + size, request.private);
+    this.#invalidations.invalidate(gpa, size, 'attributes', undefined);
   }
 
   /** 'private', 'shared' or 'mixed' for a guest range, per the attributes set. */
@@ -393,16 +258,10 @@ export class Vm extends Resource {
     const op = 'KVM_CREATE_VCPU';
     const vcpuId = toU32(id, 'id', op);
     this.assertOpen(op);
-    if (this.#vcpus.has(vcpuId) && !this.#vcpus.get(vcpuId)!.closed) {
-      throw invalidArgument(op, `vcpu ${vcpuId} already exists`, { id: vcpuId }, 'EEXIST');
-    }
+    this.#assertNoVcpu(op, vcpuId);
     const maxId = this.#vcpuIdLimit();
     if (vcpuId >= maxId) throw invalidArgument(op, `vcpu id ${vcpuId} is past the limit: ids must be below KVM_CAP_MAX_VCPU_ID (${maxId})`, { id: vcpuId, maxVcpuId: maxId });
-    const fd = callNative(op, { id: vcpuId }, () => native.createVcpu(this.#fd, vcpuId));
-    const vcpu = Vcpu.wrap(this, vcpuId, fd, this.#caps.vcpuMmapSize);
-    this.#vcpus.set(vcpuId, vcpu);
-    this.#children.add(vcpu);
-    return vcpu;
+    return this.#addVcpu(vcpuId, callNative(op, { id: vcpuId }, () => native.createVcpu(this.#fd, vcpuId)));
   }
 
   /**
@@ -414,25 +273,27 @@ export class Vm extends Resource {
     this.assertOpen(op);
     const n = toU32(fd, 'fd', op);
     const vcpuId = toU32(id, 'id', op);
-    if (this.#vcpus.has(vcpuId) && !this.#vcpus.get(vcpuId)!.closed) throw invalidArgument(op, `vcpu ${vcpuId} already exists`, { id: vcpuId }, 'EEXIST');
+    this.#assertNoVcpu(op, vcpuId);
     callNative('KVM_GET_REGS', { fd: n, what: 'vcpu fd check' }, () => native.getRegs(n));
-    const vcpu = Vcpu.wrap(this, vcpuId, n, this.#caps.vcpuMmapSize);
-    this.#vcpus.set(vcpuId, vcpu);
+    return this.#addVcpu(vcpuId, n);
+  }
+
+  /** EEXIST while vcpu `id` exists and is open. */
+  #assertNoVcpu(op: string, id: number): void {
+    if (this.#vcpus.get(id)?.closed === false) throw invalidArgument(op, `vcpu ${id} already exists`, { id }, 'EEXIST');
+  }
+
+  /** Wraps a new vcpu fd (its kvm_run mapped) as vcpu `id`, closed with the VM. */
+  #addVcpu(id: number, fd: number): Vcpu {
+    const vcpu = Vcpu.wrap(this, id, fd, this.#caps.vcpuMmapSize);
+    this.#vcpus.set(id, vcpu);
     this.#children.add(vcpu);
     return vcpu;
   }
 
-  /** KVM_CAP_MAX_VCPU_ID of this VM (KVM_CAP_MAX_VCPUS where the kernel does not say). */
+  /** KVM_CAP_MAX_VCPU_ID of this VM (KVM_CAP_MAX_VCPUS where the kernel does not say), asked once. */
   #vcpuIdLimit(): number {
-    if (this.#maxVcpuId === undefined) {
-      let n = 0;
-      try {
-        n = native.checkExtension(this.#fd, Cap.MAX_VCPU_ID);
-      } catch {
-        // older kernels: fall back below
-      }
-      this.#maxVcpuId = n > 0 ? n : this.#caps.maxVcpus > 0 ? this.#caps.maxVcpus : 2 ** 32;
-    }
+    this.#maxVcpuId ??= vcpuIdLimit(this.#fd, this.#caps);
     return this.#maxVcpuId;
   }
 
@@ -524,14 +385,12 @@ export class Vm extends Resource {
    * `vm.softMmu.lookup(gpa)` and `vm.softMmu.stats()` inspect it.
    */
   get softMmu(): SoftMmu {
-    this.#softMmu ??= new SoftMmu();
-    return this.#softMmu;
+    return this.#invalidations.softMmu;
   }
 
   /** @internal Subscribe to invalidations of guest ranges (software MMU). */
   onInvalidate(listener: InvalidationListener): () => void {
-    this.#invalidationListeners.add(listener);
-    return () => this.#invalidationListeners.delete(listener);
+    return this.#invalidations.subscribe(listener);
   }
 
   /**
@@ -540,54 +399,15 @@ export class Vm extends Resource {
    * from allocateMemory() (released once no vcpu is still running).
    */
   protected override onClose(): void {
-    const errors: unknown[] = [];
-    const closeAll = (children: Resource[]): void => {
-      for (const child of children) {
-        try {
-          child.close();
-        } catch (e) {
-          errors.push(e);
-        }
-      }
-    };
-    // Vcpus first: a running one is kicked out of KVM_RUN. Its memory must
-    // stay mapped until it is out, or the guest's next access fails KVM_RUN
-    // with EFAULT instead of the clean 'intr' exit.
-    const vcpus = [...this.#vcpus.values()];
-    const others = [...this.#children].filter((c) => !(c instanceof Vcpu));
-    closeAll(vcpus);
-    const busy = vcpus.filter((v) => v.running);
-    if (busy.length === 0) closeAll(others);
-    else void Promise.all(busy.map((v) => v.idle())).then(() => closeAll(others));
+    // Vcpus first, memory once none runs (lib/vm/close-order.ts).
+    const errors = closeVmChildren([...this.#vcpus.values()], [...this.#children].filter((c) => !(c instanceof Vcpu)));
     this.#children.clear();
     for (const unwatch of this.#watched.values()) unwatch();
     this.#watched.clear();
     this.#vcpus.clear();
     this.#slots.clear();
-    // Nothing is mapped any more: lookup() and stats() must not report the
-    // memory that was just unmapped (a held vm.softMmu reference included).
-    this.#softMmu?.zapAll();
-    this.#memslotGeneration++;
-    this.#invalidationListeners.clear();
+    this.#invalidations.close();
     if (errors.length) throw errors[0];
-  }
-
-  #limits(): SlotLimits {
-    return { nrMemslots: this.#caps.nrMemslots, readonlyMem: this.#caps.readonlyMem, guestMemfd: this.#caps.guestMemfd };
-  }
-
-  #setRegion(r: SlotRecord, size: bigint): void {
-    const args = { slot: r.slot, guestPhysAddr: r.guestPhysAddr, size, flags: r.flags, guestMemfdOffset: r.guestMemfd ? r.guestMemfdOffset : undefined };
-    if (r.api === 'v1') {
-      callNative('KVM_SET_USER_MEMORY_REGION', args, () =>
-        native.setUserMemoryRegion(this.#fd, r.slot, r.flags, r.guestPhysAddr, size, r.userspaceAddr),
-      );
-    } else {
-      const gmemFd = r.guestMemfd ? r.guestMemfd.fd : 0;
-      callNative('KVM_SET_USER_MEMORY_REGION2', args, () =>
-        native.setUserMemoryRegion2(this.#fd, r.slot, r.flags, r.guestPhysAddr, size, r.userspaceAddr, r.guestMemfdOffset, gmemFd),
-      );
-    }
   }
 
   /**
@@ -596,23 +416,11 @@ export class Vm extends Resource {
    * can tell the memory it planned for changed meanwhile.
    */
   get memslotGeneration(): number {
-    return this.#memslotGeneration;
-  }
-
-  #invalidate(gpa: bigint, size: bigint, reason: InvalidationReason, slot: number | undefined): void {
-    this.#memslotGeneration++;
-    // Like KVM's MMU notifiers: any change to what backs a range drops its mappings.
-    this.#softMmu?.zapRange(gpa, size);
-    for (const l of this.#invalidationListeners) l(gpa, size, reason, slot);
+    return this.#invalidations.generation;
   }
 
   #invalidateGuestMemfd(gmem: GuestMemfd, offset: bigint, length: bigint): void {
-    for (const s of this.#slots.values()) {
-      if (s.guestMemfd !== gmem) continue;
-      const start = offset > s.guestMemfdOffset ? offset : s.guestMemfdOffset;
-      const end = offset + length < s.guestMemfdOffset + s.size ? offset + length : s.guestMemfdOffset + s.size;
-      if (end > start) this.#invalidate(s.guestPhysAddr + (start - s.guestMemfdOffset), end - start, 'punch-hole', s.slot);
-    }
+    for (const r of punchedRanges(this.#slots.values(), gmem, offset, length)) this.#invalidations.invalidate(r.gpa, r.size, 'punch-hole', r.slot);
   }
 
   /**
@@ -624,16 +432,7 @@ export class Vm extends Resource {
     this.#children.delete(memory);
     this.#watched.delete(memory);
     if (this.closed) return;
-    let failure: unknown;
-    for (const s of [...this.#slots.values()]) {
-      if (s.memory !== memory) continue;
-      try {
-        this.deleteMemoryRegion(s.slot);
-      } catch (e) {
-        failure ??= e;
-      }
-    }
-    if (failure !== undefined) throw failure;
+    deleteSlotsBackedBy(this.#slots.values(), memory, (slot) => this.deleteMemoryRegion(slot));
   }
 
   #statsReader(): StatsReader {

@@ -1,10 +1,6 @@
 // kvm_run's exit union as the distro's <linux/kvm.h> (6.1) lays it out, so a
-// test can check lib/exit-layout.ts against the C compiler; and a minimal
-// KVM_ENABLE_CAP on a VM fd, which the exit tests need for
-// KVM_CAP_X86_USER_SPACE_MSR (the full Vm.enableCap belongs to the VMM API).
-#include <sys/ioctl.h>
+// test can check lib/exit-layout.ts against the C compiler.
 
-#include <cerrno>
 #include <cstddef>
 
 #include "common.h"
@@ -13,8 +9,6 @@
 namespace nkvm {
 namespace {
 
-static_assert(sizeof(kvm_enable_cap) == 104, "kvm_enable_cap is 104 bytes");
-static_assert(KVM_ENABLE_CAP == 0x4068aea3, "KVM_ENABLE_CAP number");
 static_assert(sizeof(kvm_run::s) == 2048, "kvm_run sync regs union is 2048 bytes");
 static_assert(offsetof(kvm_run, kvm_valid_regs) == 288, "exit union is 256 bytes at 32");
 
@@ -92,20 +86,10 @@ Napi::Value KvmRunLayout(const Napi::CallbackInfo& info) {
   return o;
 }
 
-// KVM_ENABLE_CAP on a VM fd: (vmFd, cap, args[0]).
-Napi::Value VmEnableCap(const Napi::CallbackInfo& info) {
-  kvm_enable_cap c{};
-  c.cap = ArgUint32(info, 1, "cap");
-  c.args[0] = ArgUint64(info, 2, "arg0");
-  if (::ioctl(ArgInt32(info, 0, "vmFd"), KVM_ENABLE_CAP, &c) < 0) ThrowErrno(info.Env(), errno, "ioctl", "KVM_ENABLE_CAP");
-  return info.Env().Undefined();
-}
-
 }  // namespace
 
 void InitExits(Napi::Env env, Napi::Object exports) {
   exports.Set("kvmRunLayout", Napi::Function::New(env, KvmRunLayout, "kvmRunLayout"));
-  exports.Set("vmEnableCap", Napi::Function::New(env, VmEnableCap, "vmEnableCap"));
 }
 
 }  // namespace nkvm

@@ -11,39 +11,21 @@
  * @module
  */
 
-import type { Segment } from '../regs.js';
+import type { Segment, Sregs } from '../regs.js';
 import { guestArgumentError } from './guest-error.js';
 
 /** One segment register (struct kvm_segment), as lib/regs.ts defines it. */
 export type { Segment };
 
-/** The subset of struct kvm_sregs this set-up defines; other fields keep their current values. */
-export interface LongModeSregs {
-  /** Code segment: 64-bit, DPL 3. */
-  cs: Segment;
-  /** Data segment. */
-  ds: Segment;
-  /** Extra segment. */
-  es: Segment;
-  /** FS (its base is the one segment base still used in 64-bit mode, with GS). */
-  fs: Segment;
-  /** GS. */
-  gs: Segment;
-  /** Stack segment: DPL must equal CPL (3). */
-  ss: Segment;
-  /** Task register: a busy 64-bit TSS, needed for a valid long-mode state. */
-  tr: Segment;
-  /** LDT: unusable (no LDT). */
-  ldt: Segment;
-  /** CR0. */
-  cr0: bigint;
-  /** CR3: page-table root. */
-  cr3: bigint;
-  /** CR4. */
-  cr4: bigint;
-  /** EFER. */
-  efer: bigint;
-}
+/**
+ * The subset of struct kvm_sregs (lib/regs.ts's Sregs) this set-up defines;
+ * other fields keep their current values. What it puts there: cs a 64-bit
+ * code segment of DPL 3; ds, es, fs, gs and ss data segments of DPL 3 (ss's
+ * DPL must equal the CPL); tr a busy 64-bit TSS, needed for a valid
+ * long-mode state; ldt unusable (no LDT); cr3 the page-table root; cr0, cr4
+ * and efer as LONG_MODE_CR0, LONG_MODE_CR4 and LONG_MODE_EFER.
+ */
+export interface LongModeSregs extends Pick<Sregs, 'cs' | 'ds' | 'es' | 'fs' | 'gs' | 'ss' | 'tr' | 'ldt' | 'cr0' | 'cr3' | 'cr4' | 'efer'> {}
 
 /** The subset of struct kvm_regs set before the first run. */
 export interface InitialRegs {

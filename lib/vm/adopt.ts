@@ -30,5 +30,5 @@ export function createVmFromRawFd(kvm: Kvm, fd: number, options: { type?: VmType
   const n = rawFd(fd, op);
   // KVM_CHECK_EXTENSION answers on a VM fd; anything else (a file, a vcpu fd) fails.
   callNative('KVM_CHECK_EXTENSION', { fd: n, what: 'VM fd check' }, () => native.checkExtension(n, 0));
-  return new Vm(kvm, n, type as VmType, kvm.capabilities());
+  return Vm.fromFd(kvm, n, type as VmType, kvm.capabilities());
 }

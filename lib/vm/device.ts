@@ -28,5 +28,5 @@ export function createDevice(vm: Vm, type: DeviceType | number, options: CreateD
   const n = deviceType(type, op);
   const test = toBool(o.test, 'test', op);
   const fd = callVm(vm, op, { type: n, test }, (vmFd) => native.createDevice(vmFd, n, test ? 1 : 0));
-  return test ? undefined : vm.adoptChild(new Device(fd, n));
+  return test ? undefined : vm.adoptChild(Device.fromFd(fd, n));
 }

@@ -3,9 +3,8 @@
  * support), KVM_ENABLE_CAP, the kvmclock (kvm_clock_data), coalesced MMIO
  * zones and the boot CPU.
  */
-import { Cap, type CapName } from '../constants.js';
+import { capNumber, type CapName } from '../constants.js';
 import { invalidArgument } from '../errors.js';
-import { describe } from '../int.js';
 import { native } from '../native.js';
 import type { Vm } from '../vm.js';
 import { callVm } from './call.js';
@@ -31,8 +30,7 @@ export function setIdentityMapAddr(vm: Vm, gpa: bigint | number): void {
 
 /** Encodes struct kvm_enable_cap (shared by Vm.enableCap and Vcpu.enableCap). */
 export function encodeEnableCap(cap: number | CapName, args: readonly (bigint | number)[], op: string): { bytes: Uint8Array; n: number } {
-  const n = typeof cap === 'string' ? (Object.hasOwn(Cap, cap) ? Cap[cap] : undefined) : toUint(cap, 32, 'cap', op);
-  if (n === undefined) throw invalidArgument(op, `unknown capability name ${describe(cap)}`);
+  const n = typeof cap === 'string' ? capNumber(cap, op) : toUint(cap, 32, 'cap', op);
   const list = readArray(args, op, 'args', 4);
   const bytes = new Uint8Array(104);
   const v = view(bytes);

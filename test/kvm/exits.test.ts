@@ -7,7 +7,6 @@
 import { expect, it } from 'vitest';
 import { Kvm, KVM_RUN_LAYOUT, type Vcpu, type VcpuExit } from '../../lib/index.js';
 import { Asm, Guest, UCALL_PORT } from '../../lib/guest/index.js';
-import { native } from '../../lib/native.js';
 import { describeKvm, describeUnless, expectKvmError, kvmUnavailable } from '../support/kvm.js';
 
 const KVM_CAP_X86_USER_SPACE_MSR = 188;
@@ -120,7 +119,7 @@ describeUnless(kvmUnavailable, 'MSR exits (KVM_CAP_X86_USER_SPACE_MSR)', () => {
     using kvm = Kvm.open();
     using vm = kvm.createVm();
     expect(kvm.checkExtension(KVM_CAP_X86_USER_SPACE_MSR)).toBeGreaterThan(0);
-    native.vmEnableCap(vm.fd, KVM_CAP_X86_USER_SPACE_MSR, BigInt(KVM_MSR_EXIT_REASON_UNKNOWN | KVM_MSR_EXIT_REASON_INVAL));
+    vm.enableCap(KVM_CAP_X86_USER_SPACE_MSR, [KVM_MSR_EXIT_REASON_UNKNOWN | KVM_MSR_EXIT_REASON_INVAL]);
     const program = new Asm()
       .mov('ecx', BOGUS_MSR)
       .bytes([0x0f, 0x32]) // rdmsr
