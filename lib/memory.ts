@@ -75,11 +75,10 @@ export class HostMemory extends Resource {
   readonly #closeListeners = new Set<(memory: HostMemory) => void>();
 
   /**
-   * @internal Use HostMemory.allocate(), vm.allocateMemory() or guestMemfd.map().
-   * (To become private, as Vm's is, once lib/userfault.ts makes its memory
-   * with HostMemory.fromMapping().)
+   * Use HostMemory.allocate(), vm.allocateMemory() or guestMemfd.map(). Private,
+   * so the published types refuse `new HostMemory()` and subclasses.
    */
-  constructor(mapping: NativeMapping, kind: MemoryKind, hugePages: boolean, hostAccessible: boolean) {
+  private constructor(mapping: NativeMapping, kind: MemoryKind, hugePages: boolean, hostAccessible: boolean) {
     super(`HostMemory(${kind}, 0x${mapping.address.toString(16)})`, () => mapping.unmap());
     this.#mapping = mapping;
     this.#address = mapping.address;

@@ -189,7 +189,7 @@ export function allocateSharedMemory(size: U64Like, options: SharedMemoryOptions
     callNative('ftruncate', { size: bytes }, () => ftruncateSync(fd, Number(bytes)));
     const alignment = bytes >= SIZE_2M ? SIZE_2M : PAGE_SIZE;
     const mapping = callNative('mmap', { size: bytes }, () => new native.Mapping(fd, bytes, Mm.PROT_READ | Mm.PROT_WRITE, Mm.MAP_SHARED, 0n, alignment));
-    memory = new HostMemory(mapping, 'memfd', hugePages, true);
+    memory = HostMemory.fromMapping(mapping, 'memfd', hugePages, true);
   } catch (e) {
     native.close(fd);
     throw e;
@@ -231,8 +231,16 @@ export class Userfault extends Resource {
   readonly #ref = new WeakRef(this);
   #unlisten: () => void = () => {};
 
-  /** @internal Use registerUserfault() or memory.registerUserfault(). */
-  constructor(memory: HostMemory, mode: UserfaultMode, offset: bigint, length: bigint, granule: bigint, nat: NativeUserfault, handler: UserfaultHandler | undefined, onError: ((e: KvmError) => void) | undefined) {
+  /** @internal The one way to make a Userfault: registerUserfault() below. */
+  static create(memory: HostMemory, mode: UserfaultMode, offset: bigint, length: bigint, granule: bigint, nat: NativeUserfault, handler: UserfaultHandler | undefined, onError: ((e: KvmError) => void) | undefined): Userfault {
+    return new Userfault(memory, mode, offset, length, granule, nat, handler, onError);
+  }
+
+  /**
+   * Use registerUserfault() or memory.registerUserfault(). Private, so the
+   * published types refuse `new Userfault()` and subclasses.
+   */
+  private constructor(memory: HostMemory, mode: UserfaultMode, offset: bigint, length: bigint, granule: bigint, nat: NativeUserfault, handler: UserfaultHandler | undefined, onError: ((e: KvmError) => void) | undefined) {
     super(`Userfault(${mode}, 0x${(memory.address + offset).toString(16)})`, () => nat.close());
     this.memory = memory;
     this.mode = mode;
@@ -402,7 +410,7 @@ export function registerUserfault(memory: HostMemory, options: UserfaultOptions)
     const ctor = addon.Userfault;
     return new ctor(start, length, mode === 'minor' ? 1 : 0, granule, policy, bytes, fileFd, fileOffset, minorFd, offset, onMessage, handler !== undefined);
   });
-  uf = new Userfault(memory, mode, offset, length, granule, nat, handler, onError);
+  uf = Userfault.create(memory, mode, offset, length, granule, nat, handler, onError);
   const created = uf;
   created.attach(memory.onClosed(() => created.close()));
   created.joinExitSet();

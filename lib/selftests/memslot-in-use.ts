@@ -42,15 +42,11 @@ const IDT_ENTRY_BYTES = 16n;
 
 const extra = native as unknown as {
   setNrMmuPages(vmFd: number, pages: number): void;
-  enableCapRaw(fd: number, cap: number, a0: bigint, a1: bigint, a2: bigint, a3: bigint): void;
 };
 
 /** Disables the slot-zap quirk: deleting a slot then zaps only its mappings, not all. */
 function disableSlotZapQuirk(vm: Vm): void {
-  // Vm.enableCap comes with the VMM API; until then, the bare ioctl.
-  const enableCap = (vm as unknown as { enableCap?: (cap: number, args: readonly bigint[]) => void }).enableCap;
-  if (typeof enableCap === 'function') enableCap.call(vm, KVM_CAP_DISABLE_QUIRKS2, [KVM_X86_QUIRK_SLOT_ZAP_ALL]);
-  else callNative('KVM_ENABLE_CAP', { cap: 'DISABLE_QUIRKS2', quirk: 'SLOT_ZAP_ALL' }, () => extra.enableCapRaw(vm.fd, KVM_CAP_DISABLE_QUIRKS2, KVM_X86_QUIRK_SLOT_ZAP_ALL, 0n, 0n, 0n));
+  vm.enableCap(KVM_CAP_DISABLE_QUIRKS2, [KVM_X86_QUIRK_SLOT_ZAP_ALL]);
 }
 
 let quirkCached: string | undefined | null = null;

@@ -110,14 +110,16 @@ export function refused(kvm: Kvm, vm: Vm): unknown[] {
     new Device(3, 1), // TS2673
     new Kvm(3, '/dev/kvm'), // TS2673
     new guest.Guest(), // TS2673
-    new HostMemory(), // TS2674
-    new Userfault(), // TS2674
+    new HostMemory(), // TS2673
+    new Userfault(), // TS2673
   ];
 }
 export class MyVm extends Vm {} // TS2675
 export class MyVcpu extends Vcpu {} // TS2675
 export class MyGuestMemfd extends GuestMemfd {} // TS2675
 export class MyDevice extends Device {} // TS2675
+export class MyHostMemory extends HostMemory {} // TS2675
+export class MyUserfault extends Userfault {} // TS2675
 `;
 
 describe('published types', () => {
