@@ -13,6 +13,7 @@ import { EXITS_DEFAULTS } from '../bench/exits-options.js';
 import { formatReport } from '../bench/report.js';
 import { runBench, type BenchHooks, type VariantResult } from '../bench/run.js';
 import type { CliIo } from './main.js';
+import { bootBenchCommand, type RawBootBenchOptions } from './boot-bench.js';
 
 function writeFile(path: string, text: string): void {
   mkdirSync(dirname(path), { recursive: true });
@@ -126,7 +127,20 @@ export function registerBench(program: Command, io: CliIo): void {
     .option('--exit-mode <list>', 'exits: sync (run()), async (runAsync()), worker (run() in a worker_thread)', EXITS_DEFAULTS.exitMode)
     .option('--exit-vcpus <list>', 'exits: vcpu counts', EXITS_DEFAULTS.exitVcpus)
     .option('--exit-iterations <n>', 'exits: timed round trips per vcpu per repetition', EXITS_DEFAULTS.exitIterations)
-    .action(async (options: RawBenchOptions) => {
-      io.exitCode = await benchCommand(options, io);
+    .option('--boot', 'boot benchmark instead: boot Linux to a marker per pre-fault mode and backing, QEMU as the reference (lib/cli/boot-bench.ts)')
+    .option('--kernel <file>', 'boot: the bzImage')
+    .option('--initrd <file>', 'boot: the initramfs (scripts/vmm/build-initramfs.sh)')
+    .option('--boot-prefault <list>', 'boot: none, auto, kernel, software', 'none,auto,kernel,software')
+    .option('--boot-backing <list>', 'boot: anon, thp, gmem', 'anon,thp,gmem')
+    .option('--boot-reps <n>', 'boot: repetitions per variant', '3')
+    .option('--memory <size>', 'boot: guest RAM', '256M')
+    .option('--marker <string>', 'boot: the console line timed', 'NODE_KVM_BOOT_MARKER')
+    .action(async (options: RawBenchOptions & RawBootBenchOptions & { boot?: boolean }) => {
+      if (options.boot) {
+        io.exitCode = await bootBenchCommand(options, io);
+        return;
+      }
+      const { kernel: _k, initrd: _i, bootPrefault: _p, bootBacking: _b, bootReps: _r, memory: _m, marker: _mk, ...rest } = options;
+      io.exitCode = await benchCommand(rest, io);
     });
 }
