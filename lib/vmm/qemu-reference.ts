@@ -10,6 +10,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { scaledTimeout } from '../time-scale.js';
 
 /** How to run the reference. */
 export interface QemuBootOptions {
@@ -25,6 +26,8 @@ export interface QemuBootOptions {
   qemu?: string | undefined;
   /** Stops the boot (then the result is a failure). */
   signal?: AbortSignal | undefined;
+  /** Gives up when QEMU's console stays silent this long (ms; default 60 s x NODE_KVM_TIMEOUT_SCALE). */
+  silenceMs?: number | undefined;
 }
 
 /** One QEMU boot. */
@@ -100,9 +103,11 @@ export function bootQemu(o: QemuBootOptions): Promise<QemuBootResult> {
     let markerMs: number | undefined;
     let stats: Record<string, number> = {};
     let settled = false;
+    let silence: NodeJS.Timeout | undefined;
     const finish = (r: QemuBootResult): void => {
       if (settled) return;
       settled = true;
+      clearTimeout(silence);
       o.signal?.removeEventListener('abort', onAbort);
       if (child.exitCode === null) child.kill('SIGKILL');
       resolve(r);
@@ -116,8 +121,12 @@ export function bootQemu(o: QemuBootOptions): Promise<QemuBootResult> {
       const m = /uptime (\d+(?:\.\d+)?)/.exec(text.slice(text.indexOf(o.marker)));
       finish({ ok: true, markerMs: markerMs!, guestUptime: m ? Number(m[1]) : null, stats, ...(statsMissing ? { statsMissing } : {}) });
     };
+    const silenceMs = o.silenceMs ?? scaledTimeout(60_000);
+    silence = setTimeout(() => finish({ ok: false, reason: `no console output for ${silenceMs / 1000} s: ${text.slice(-300)}` }), silenceMs);
     child.stdout.setEncoding('latin1');
     child.stdout.on('data', (chunk: string) => {
+      clearTimeout(silence);
+      silence = setTimeout(() => finish({ ok: false, reason: `no console output for ${silenceMs / 1000} s: ${text.slice(-300)}` }), silenceMs);
       text = (text + chunk).slice(-65536);
       if (markerMs === undefined && text.includes(o.marker)) {
         markerMs = performance.now() - t0;

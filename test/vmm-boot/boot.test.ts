@@ -88,9 +88,10 @@ describe.skipIf(noKernel)(`bootLinux ${noKernel ?? ''}`, () => {
     3_600_000,
   );
 
-  for (const prefault of ['none', 'auto', 'kernel', 'software'] as const) {
+  const variants = [...(['none', 'auto', 'kernel', 'software'] as const).map((prefault) => ({ prefault, cpus: 1 })), { prefault: 'none' as const, cpus: 2 }];
+  for (const { prefault, cpus } of variants) {
     it.skipIf(emulated || 'missing' in initrd || 'missing' in tiny)(
-      `boots the test initramfs to its marker and reboots through the i8042 (prefault ${prefault}) ${emulated ? '(skipped on kvm_pvm: hours in the instruction emulator; runs in the lab)' : 'missing' in initrd ? initrd.missing : 'missing' in tiny ? tiny.missing : ''}`,
+      `boots the test initramfs to its marker and reboots through the i8042 (prefault ${prefault}${cpus > 1 ? `, ${cpus} vcpus` : ''}) ${emulated ? '(skipped on kvm_pvm: hours in the instruction emulator; runs in the lab)' : 'missing' in initrd ? initrd.missing : 'missing' in tiny ? tiny.missing : ''}`,
       async () => {
         if ('missing' in tiny || 'missing' in initrd) return;
         const { readFileSync } = await import('node:fs');
@@ -104,8 +105,10 @@ describe.skipIf(noKernel)(`bootLinux ${noKernel ?? ''}`, () => {
         // NODE_KVM_BOOT_CONSOLE=1 copies the guest's console to stderr with the seconds since the start (diagnosis).
         const echo = !!process.env.NODE_KVM_BOOT_CONSOLE;
         let line = '';
+        let seen = '';
         const output = {
           write: (b: Uint8Array): void => {
+            seen += Buffer.from(b).toString('latin1');
             clearTimeout(watchdog);
             watchdog = setTimeout(() => ac.abort('SIGTERM'), silenceMs);
             if (!echo) return;
@@ -118,7 +121,7 @@ describe.skipIf(noKernel)(`bootLinux ${noKernel ?? ''}`, () => {
         };
         let r: vmm.BootResult;
         try {
-          r = await vmm.bootLinux({ kernel: tiny.bytes, initrd: readFileSync(initrd.path), marker: MARKER, prefault, output, signal: ac.signal });
+          r = await vmm.bootLinux({ kernel: tiny.bytes, initrd: readFileSync(initrd.path), marker: MARKER, prefault, cpus, output, signal: ac.signal });
         } finally {
           clearTimeout(watchdog);
         }
@@ -128,6 +131,11 @@ describe.skipIf(noKernel)(`bootLinux ${noKernel ?? ''}`, () => {
         expect(r.stop).toEqual({ kind: 'reboot', source: 'i8042' });
         expect(r.exitCode).toBe(0);
         expect(r.atMarker?.vcpuStats[0]?.exits).toBeGreaterThan(0);
+        if (cpus > 1) {
+          // Every AP was woken (INIT/SIPI through the in-kernel LAPIC) and ran on its own thread.
+          expect(seen).toContain(`smp: Brought up 1 node, ${cpus} CPUs`);
+          for (let id = 1; id < cpus; id++) expect(r.vcpuStats[id]?.exits).toBeGreaterThan(0);
+        }
         if (prefault !== 'none') expect(r.prefaultResults.length).toBeGreaterThan(0);
         // KVM_PRE_FAULT_MEMORY maps all RAM in KVM's own page tables: the boot
         // then takes almost no page faults (3 in the lab, about 6,100 on demand).
