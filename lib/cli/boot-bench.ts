@@ -8,7 +8,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { KvmError } from '../errors.js';
 import { bootBenchVariants, runBootBench } from '../vmm/boot-bench.js';
-import { formatBootReport, renderBootChartSvg } from '../vmm/boot-bench-report.js';
+import { formatBootReport, renderBootChartSvg, rowCells } from '../vmm/boot-bench-report.js';
 import type { Backing, PrefaultMode } from '../vmm/machine.js';
 import { parseMemorySize } from './boot.js';
 import type { CliIo } from './main.js';
@@ -74,6 +74,8 @@ export async function bootBenchCommand(raw: RawBootBenchOptions, io: CliIo): Pro
       variants: bootBenchVariants(prefaults as PrefaultMode[], backings as Backing[]),
       signal: abort.signal,
       onBoot: (label, rep, n) => io.stderr(`bench --boot: ${label} ${rep}/${n} (${((performance.now() - t0) / 1000).toFixed(0)} s)\n`),
+      // Each finished row at once: a long lab run shows its figures as it goes.
+      onRow: (row) => io.stderr(`bench --boot: ${rowCells(row).join(' | ')}${row.failures.length ? ` | failed: ${row.failures[0]!.slice(0, 200)}` : ''}\n`),
     });
     io.stdout(formatBootReport(report));
     if (raw.json) {

@@ -13,7 +13,9 @@ import { bootQemu, qemuAvailable, type QemuBootResult } from './qemu-reference.j
 
 /** One variant of the benchmark. */
 export interface BootBenchVariant {
+  /** node-kvm's pre-fault of all RAM before the first KVM_RUN. */
   prefault: PrefaultMode;
+  /** Where guest RAM comes from. */
   backing: Backing;
 }
 
@@ -43,10 +45,15 @@ export interface BootFigures {
 export interface BootBenchRow extends BootFigures {
   /** 'node-kvm' rows have prefault and backing; 'qemu' rows have memPrealloc. */
   vmm: 'node-kvm' | 'qemu';
+  /** The row's name in the table ("node-kvm anon prefault=none", "qemu -enable-kvm -mem-prealloc"). */
   label: string;
+  /** node-kvm rows: the pre-fault mode. */
   prefault?: PrefaultMode;
+  /** node-kvm rows: the RAM backing. */
   backing?: Backing;
+  /** QEMU rows: whether -mem-prealloc was given. */
   memPrealloc?: boolean;
+  /** Repetitions asked for. */
   reps: number;
   /** Repetitions that reached the marker. */
   ok: number;
@@ -58,13 +65,21 @@ export interface BootBenchRow extends BootFigures {
 
 /** The whole report. */
 export interface BootBenchReport {
+  /** The bzImage's path. */
   kernel: string;
+  /** The initramfs's path. */
   initrd: string;
+  /** Guest RAM in bytes (both VMMs). */
   memory: number;
+  /** The kernel command line (both VMMs). */
   cmdline: string;
+  /** The console line the figures are taken at. */
   marker: string;
+  /** Repetitions per row. */
   reps: number;
+  /** When the run started (ISO 8601). */
   startedAt: string;
+  /** QEMU's rows first, then node-kvm's. */
   rows: BootBenchRow[];
   /** Why the QEMU reference is missing, when it is. */
   qemuMissing?: string;
@@ -123,12 +138,19 @@ export function sampleOf(r: BootResult): Sample | undefined {
 
 /** Options of {@link runBootBench}. */
 export interface BootBenchOptions {
+  /** The bzImage to boot. */
   kernelPath: string;
+  /** The initramfs (scripts/vmm/build-initramfs.sh). */
   initrdPath: string;
+  /** The console line that ends each measurement. */
   marker: string;
+  /** Guest RAM in bytes; default 256 MiB. */
   memory?: number;
+  /** Kernel command line; default DEFAULT_CMDLINE plus no_timer_check. */
   cmdline?: string;
+  /** node-kvm variants; default every pre-fault mode for every backing. */
   variants?: readonly BootBenchVariant[];
+  /** Repetitions per row; default 3. */
   reps?: number;
   /** Run the QEMU reference (default true). */
   qemu?: boolean;
@@ -136,6 +158,7 @@ export interface BootBenchOptions {
   onBoot?: (label: string, rep: number, reps: number) => void;
   /** Called after each row. */
   onRow?: (row: BootBenchRow) => void;
+  /** Stops the run after the current boot (that boot stops at once). */
   signal?: AbortSignal;
   /** Reads a file (the kernel and initrd); default readFileSync. */
   read?: (path: string) => Uint8Array;

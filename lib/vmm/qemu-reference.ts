@@ -14,11 +14,15 @@ import { scaledTimeout } from '../time-scale.js';
 
 /** How to run the reference. */
 export interface QemuBootOptions {
+  /** The bzImage (QEMU's -kernel). */
   kernelPath: string;
+  /** The initramfs (QEMU's -initrd). */
   initrdPath: string;
+  /** The kernel command line (QEMU's -append). */
   cmdline: string;
   /** Guest RAM in bytes. */
   memory: number;
+  /** The console line that ends the measurement. */
   marker: string;
   /** `-mem-prealloc`: QEMU touches all guest RAM before the guest starts. */
   memPrealloc: boolean;
