@@ -10,6 +10,7 @@
 import { readFileSync } from 'node:fs';
 import { bootLinux, DEFAULT_CMDLINE, type Backing, type BootOptions, type BootResult, type PrefaultMode } from './machine.js';
 import { bootQemu, qemuAvailable, type QemuBootResult } from './qemu-reference.js';
+import { scaledTimeout } from '../time-scale.js';
 
 /** One variant of the benchmark. */
 export interface BootBenchVariant {
@@ -211,13 +212,23 @@ export async function runBootBench(o: BootBenchOptions): Promise<BootBenchReport
     for (let i = 0; i < reps && !o.signal?.aborted; i++) {
       o.onBoot?.(label, i + 1, reps);
       let r: BootResult;
+      // A boot whose console stays silent this long is stopped (a stalled guest must not stall the run).
+      const stall = new AbortController();
+      const silenceMs = scaledTimeout(60_000);
+      let watchdog = setTimeout(() => stall.abort('SIGTERM'), silenceMs);
+      const output = { write: (): void => void (clearTimeout(watchdog), (watchdog = setTimeout(() => stall.abort('SIGTERM'), silenceMs))) };
+      const signal = o.signal ? AbortSignal.any([o.signal, stall.signal]) : stall.signal;
       try {
-        r = await bootLinux({ ...base, ...v });
+        r = await bootLinux({ ...base, ...v, output, signal });
+        if (stall.signal.aborted) failures.push(`no console output for ${silenceMs / 1000} s: ${r.consoleTail.slice(-200)}`);
       } catch (e) {
         // An unavailable backing (gmem without mmap) fails the same way every time: once is enough.
         failures.push(e instanceof Error ? e.message : String(e));
         break;
+      } finally {
+        clearTimeout(watchdog);
       }
+      if (stall.signal.aborted) continue;
       const s = sampleOf(r);
       if (s && r.exitCode === 0) samples.push(s);
       else failures.push(`${r.stop.kind}${'detail' in r.stop ? `: ${r.stop.detail}` : ''}${s ? '' : ' (no marker)'}`);
