@@ -42,11 +42,11 @@ export function formatBootReport(report: BootBenchReport): string {
     ...rows.map(line),
   ];
   if (report.qemuMissing) out.push(`QEMU reference: ${report.qemuMissing}`);
-  const demand = report.rows.find((r) => r.vmm === 'node-kvm' && r.prefault === 'none' && r.backing === 'anon' && r.ok > 0);
   for (const r of report.rows) {
     if (r.vmm !== 'node-kvm' || r.ok === 0) continue;
     const goals: string[] = [];
-    if (demand && r.prefault !== 'none' && r.backing === demand.backing) {
+    const demand = report.rows.find((d) => d.vmm === 'node-kvm' && d.prefault === 'none' && d.backing === r.backing && d.ok > 0);
+    if (demand && r.prefault !== 'none') {
       const cut = demand.pfTaken.median / Math.max(1, r.pfTaken.median);
       goals.push(`faults cut ${cut.toFixed(1)}x vs demand (goal >= 10x: ${cut >= 10 ? 'met' : 'not met'})`);
     }
@@ -56,7 +56,7 @@ export function formatBootReport(report: BootBenchReport): string {
     }
     if (goals.length) out.push(`  ${r.label}: ${goals.join('; ')}`);
   }
-  for (const r of report.rows) if (r.failures.length) out.push(`  ${r.label}: ${r.failures.length} failed: ${[...new Set(r.failures)].join(' | ').slice(0, 300)}`);
+  for (const r of report.rows) if (r.failures.length) out.push(`  ${r.label}: ${r.failures.length} failed: ${[...new Set(r.failures)].join(' | ').replace(/\s*\n\s*/g, ' / ').slice(0, 300)}`);
   return `${out.join('\n')}\n`;
 }
 
