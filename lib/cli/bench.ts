@@ -14,6 +14,7 @@ import { MEMSLOT_PERF_DEFAULTS } from '../bench/memslot-perf-options.js';
 import { formatReport } from '../bench/report.js';
 import { runBench, type BenchHooks, type VariantResult } from '../bench/run.js';
 import type { CliIo } from './main.js';
+import { bootBenchCommand, type RawBootBenchOptions } from './boot-bench.js';
 
 function writeFile(path: string, text: string): void {
   mkdirSync(dirname(path), { recursive: true });
@@ -131,7 +132,20 @@ export function registerBench(program: Command, io: CliIo): void {
     .option('--memslot-slots <n>', 'memslot-perf: memslots including slot 0, or max (upstream -s)', MEMSLOT_PERF_DEFAULTS.memslotSlots)
     .option('--memslot-scale <n>', "memslot-perf: upstream's memory sizes divided by 1, 2, 4, 8, 16 or 32", MEMSLOT_PERF_DEFAULTS.memslotScale)
     .option('--memslot-seconds <s>', 'memslot-perf: seconds per test and side (upstream -l)', MEMSLOT_PERF_DEFAULTS.memslotSeconds)
-    .action(async (options: RawBenchOptions) => {
-      io.exitCode = await benchCommand(options, io);
+    .option('--boot', 'boot benchmark instead: boot Linux to a marker per pre-fault mode and backing, QEMU as the reference (lib/cli/boot-bench.ts)')
+    .option('--kernel <file>', 'boot: the bzImage')
+    .option('--initrd <file>', 'boot: the initramfs (scripts/vmm/build-initramfs.sh)')
+    .option('--boot-prefault <list>', 'boot: none, auto, kernel, software', 'none,auto,kernel,software')
+    .option('--boot-backing <list>', 'boot: anon, thp, gmem', 'anon,thp,gmem')
+    .option('--boot-reps <n>', 'boot: repetitions per variant', '3')
+    .option('--memory <size>', 'boot: guest RAM', '256M')
+    .option('--marker <string>', 'boot: the console line timed', 'NODE_KVM_BOOT_MARKER')
+    .action(async (options: RawBenchOptions & RawBootBenchOptions & { boot?: boolean }) => {
+      if (options.boot) {
+        io.exitCode = await bootBenchCommand(options, io);
+        return;
+      }
+      const { kernel: _k, initrd: _i, bootPrefault: _p, bootBacking: _b, bootReps: _r, memory: _m, marker: _mk, ...rest } = options;
+      io.exitCode = await benchCommand(rest, io);
     });
 }

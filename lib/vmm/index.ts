@@ -19,3 +19,6 @@ export { ConsoleWatcher, type ConsoleEvent } from './console.js';
 export { RunLoop, type StopReason, type ExitCounts } from './run-loop.js';
 export { buildMpTable, mpTableSize, MPTABLE_ADDR, IOAPIC_ADDR, LAPIC_ADDR, IOAPIC_PINS, type MpTableOptions } from './mptable.js';
 export { CmosRtc, CMOS_INDEX_PORT, CMOS_DATA_PORT } from './cmos-rtc.js';
+export { runBootBench, bootBenchVariants, summarize, type BootBenchOptions, type BootBenchReport, type BootBenchRow, type BootBenchVariant } from './boot-bench.js';
+export { formatBootReport, renderBootChartSvg } from './boot-bench-report.js';
+export { bootQemu, qemuArgs, type QemuBootOptions, type QemuBootResult } from './qemu-reference.js';

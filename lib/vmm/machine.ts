@@ -128,6 +128,11 @@ export interface BootResult {
   vcpuStats: Record<number, Record<string, number>>;
   /** Selected VM-wide KVM statistics (KVM_GET_STATS_FD) at the end of the run: pages_4k, pages_2m and pages_1g, the number of guest pages KVM's page tables map at each size. */
   vmStats: Record<string, number>;
+  /**
+   * The same vcpu and VM statistics read when the marker appeared (null without a marker):
+   * what a boot cost up to that line, comparable with a QEMU boot stopped at the same line.
+   */
+  atMarker: { vcpuStats: Record<number, Record<string, number>>; vmStats: Record<string, number> } | null;
   /** Exits KVM_INTERNAL_ERROR_DELIVERY_EV on the LAPIC page that the run loop ran again. */
   vectoringRetries: number;
   /** Where each vcpu was when the machine stopped (RIP, RFLAGS, CR3; hex), for diagnosis. */
@@ -230,11 +235,18 @@ export async function bootLinux(options: BootOptions): Promise<BootResult> {
   const events: BootResult['events'] = {};
   let firstOutputMs: number | null = null;
   let loop: RunLoop | undefined;
+  let atMarker: BootResult['atMarker'] = null;
+  const readStats = (): NonNullable<BootResult['atMarker']> => {
+    const vcpuStats: BootResult['vcpuStats'] = {};
+    for (const v of vcpus) vcpuStats[v.id] = pick(() => v.stats(), VCPU_STATS);
+    return { vcpuStats, vmStats: pick(() => vm.stats(), VM_STATS) };
+  };
   const watcher = new ConsoleWatcher({
     output: options.output,
     marker: options.marker,
     onEvent: (event) => {
       events[event] = performance.now() - tRun;
+      if (event === 'marker') atMarker = readStats();
       if (event === 'power-down') loop?.stop({ kind: 'poweroff', source: 'console' });
       else if (event === 'halt') loop?.stop({ kind: 'halted', detail: 'the kernel halted the system' });
     },
@@ -296,9 +308,7 @@ export async function bootLinux(options: BootOptions): Promise<BootResult> {
   const runMs = performance.now() - tRun;
   if (watcher.has('panic') && stop.kind === 'reboot') stop = { kind: 'panic', detail: lastMatch(watcher.tail, /Kernel panic - not syncing.*/) };
 
-  const vcpuStats: BootResult['vcpuStats'] = {};
-  for (const v of vcpus) vcpuStats[v.id] = pick(() => v.stats(), VCPU_STATS);
-  const vmStats = pick(() => vm.stats(), VM_STATS);
+  const { vcpuStats, vmStats } = readStats();
   const vcpuState: BootResult['vcpuState'] = {};
   for (const v of vcpus) {
     try {
@@ -334,6 +344,7 @@ export async function bootLinux(options: BootOptions): Promise<BootResult> {
     exits: Object.fromEntries(loop.exits),
     vcpuStats,
     vmStats,
+    atMarker,
     vcpuState,
     vectoringRetries: loop.vectoringRetries,
     ports: sortPorts(bus.counts),

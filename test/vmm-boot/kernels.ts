@@ -9,9 +9,9 @@ import { join, resolve } from 'node:path';
 
 const here = resolve(import.meta.dirname, '../..');
 
-/** Candidate lab caches: $LAB_CACHE, this checkout's, the main checkout's, the user cache. */
+/** Candidate lab caches: $LAB_CACHE, this checkout's, the user cache. */
 function caches(): string[] {
-  return [process.env.LAB_CACHE, join(here, '.lab-cache'), '/work/main/.lab-cache', join(homedir(), '.cache/node-kvm/lab')].filter((p): p is string => !!p);
+  return [process.env.LAB_CACHE, join(here, '.lab-cache'), join(homedir(), '.cache/node-kvm/lab')].filter((p): p is string => !!p);
 }
 
 /** Debian's 6.18 bzImage, if a lab cache has it. */
