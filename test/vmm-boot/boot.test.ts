@@ -103,37 +103,48 @@ describe.skipIf(noKernel)(`bootLinux ${noKernel ?? ''}`, () => {
       async () => {
         if ('missing' in tiny || 'missing' in initrd) return;
         const { readFileSync } = await import('node:fs');
-        const t0 = performance.now();
         // A boot that stops making progress (no console output for a while; in
-        // the lab the longest silence is a few seconds) is stopped and fails
-        // with its console, instead of holding the suite until the test timeout.
+        // the lab the longest silence is a few seconds) is stopped, instead of
+        // holding the suite until the test timeout. Nested guests in the lab
+        // (L0 is TCG on a shared 2-core machine) sometimes go silent mid-boot with
+        // QEMU as the VMM as well (3 of 4 QEMU boots in the boot benchmark's lab
+        // runs, 2026-12-02; 1 of 12 node-kvm boots): one stalled boot is retried,
+        // with its console tail logged; a second stall fails.
         const silenceMs = scaledTimeout(180_000);
-        const ac = new AbortController();
-        let watchdog = setTimeout(() => ac.abort('SIGTERM'), silenceMs);
-        // NODE_KVM_BOOT_CONSOLE=1 copies the guest's console to stderr with the seconds since the start (diagnosis).
-        const echo = !!process.env.NODE_KVM_BOOT_CONSOLE;
-        let line = '';
-        let seen = '';
-        const output = {
-          write: (b: Uint8Array): void => {
-            seen += Buffer.from(b).toString('latin1');
+        const bootOnce = async (): Promise<{ r: vmm.BootResult; seen: string }> => {
+          const t0 = performance.now();
+          const ac = new AbortController();
+          let watchdog = setTimeout(() => ac.abort('SIGTERM'), silenceMs);
+          // NODE_KVM_BOOT_CONSOLE=1 copies the guest's console to stderr with the seconds since the start (diagnosis).
+          const echo = !!process.env.NODE_KVM_BOOT_CONSOLE;
+          let line = '';
+          let seen = '';
+          const output = {
+            write: (b: Uint8Array): void => {
+              seen += Buffer.from(b).toString('latin1');
+              clearTimeout(watchdog);
+              watchdog = setTimeout(() => ac.abort('SIGTERM'), silenceMs);
+              if (!echo) return;
+              line += Buffer.from(b).toString('latin1');
+              for (let nl = line.indexOf('\n'); nl >= 0; nl = line.indexOf('\n')) {
+                process.stderr.write(`[${((performance.now() - t0) / 1000).toFixed(1)} s] ${line.slice(0, nl + 1)}`);
+                line = line.slice(nl + 1);
+              }
+            },
+          };
+          try {
+            const r = await vmm.bootLinux({ kernel: tiny.bytes, initrd: readFileSync(initrd.path), marker: MARKER, prefault, cpus, output, signal: ac.signal });
+            return { r, seen };
+          } finally {
             clearTimeout(watchdog);
-            watchdog = setTimeout(() => ac.abort('SIGTERM'), silenceMs);
-            if (!echo) return;
-            line += Buffer.from(b).toString('latin1');
-            for (let nl = line.indexOf('\n'); nl >= 0; nl = line.indexOf('\n')) {
-              process.stderr.write(`[${((performance.now() - t0) / 1000).toFixed(1)} s] ${line.slice(0, nl + 1)}`);
-              line = line.slice(nl + 1);
-            }
-          },
+          }
         };
-        let r: vmm.BootResult;
-        try {
-          r = await vmm.bootLinux({ kernel: tiny.bytes, initrd: readFileSync(initrd.path), marker: MARKER, prefault, cpus, output, signal: ac.signal });
-        } finally {
-          clearTimeout(watchdog);
+        let { r, seen } = await bootOnce();
+        if (r.stop.kind === 'signal') {
+          console.log(`boot (prefault ${prefault}, ${cpus} vcpus): no console output for ${silenceMs / 1000} s, retrying once; console tail:\n${r.consoleTail.slice(-1000)}`);
+          ({ r, seen } = await bootOnce());
         }
-        if (r.stop.kind === 'signal') throw new Error(`no console output for ${silenceMs / 1000} s; console tail:\n${r.consoleTail.slice(-2000)}`);
+        if (r.stop.kind === 'signal') throw new Error(`no console output for ${silenceMs / 1000} s, twice; console tail:\n${r.consoleTail.slice(-2000)}`);
         expect(r.consoleTail).toContain(MARKER);
         expect(r.events.marker).toBeGreaterThan(0);
         expect(r.stop).toEqual({ kind: 'reboot', source: 'i8042' });
