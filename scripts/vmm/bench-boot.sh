@@ -20,7 +20,7 @@ kernel=${BOOT_KERNEL:-$LAB_CACHE/kernels/sw-protected/vmlinuz}
 [[ -s $kernel ]] || lab_die "no kernel at $kernel (LAB_KERNEL=sw-protected npm run lab:setup builds it, or set BOOT_KERNEL)"
 bash scripts/vmm/build-initramfs.sh "$out/boot-bench-initrd.cpio.gz" reboot NODE_KVM_BOOT_MARKER >&2
 # The guest sees $out as /run/lab-out.
-LAB_OUT_DIR=$out LAB_VERBOSE=1 LAB_APPEND=${LAB_APPEND:-no_timer_check} LAB_TIMEOUT=${LAB_TIMEOUT:-5400} \
+LAB_OUT_DIR=$out LAB_VERBOSE=1 LAB_TIMEOUT=${LAB_TIMEOUT:-5400} \
   bash scripts/lab/run.sh node dist/cli/main.js bench --boot --kernel "$kernel" \
   --initrd /run/lab-out/boot-bench-initrd.cpio.gz --boot-reps "${BOOT_REPS:-3}" \
   --json /run/lab-out/boot-bench.json --chart /run/lab-out/boot-bench.svg "$@"
