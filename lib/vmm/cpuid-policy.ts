@@ -16,6 +16,13 @@ export interface CpuidPolicyOptions {
   /** Whether an in-kernel irqchip exists (x2APIC and TSC-deadline need its LAPIC). */
   irqchip: boolean;
   /**
+   * Offer the TSC-deadline timer (leaf 1 ECX bit 24) with the irqchip: KVM emulates it
+   * (KVM_CAP_TSC_DEADLINE_TIMER) but KVM_GET_SUPPORTED_CPUID does not list it. A guest
+   * with it skips calibrating the LAPIC timer, a timed check that a descheduled vcpu
+   * thread fails ("APIC timer disabled due to verification failure").
+   */
+  tscDeadline?: boolean;
+  /**
    * 'host' (default): what KVM supports, trimmed as below. 'emulator': also
    * hide the instruction-set extensions KVM's instruction emulator cannot
    * execute (AVX, BMI1/2, XSAVE, CMPXCHG16B, SMAP, FSGSBASE, ...), for hosts where a
@@ -130,6 +137,8 @@ export function guestCpuid(supported: readonly CpuidEntry[], options: CpuidPolic
           // No in-kernel LAPIC: its MMIO would exit to a VMM that has none.
           e.ecx &= ~(L1_ECX_X2APIC | L1_ECX_TSC_DEADLINE);
           e.edx &= ~L1_EDX_APIC;
+        } else if (options.tscDeadline === true) {
+          e.ecx |= L1_ECX_TSC_DEADLINE;
         }
         // EBX: [31:24] initial APIC id, [23:16] logical processors, [15:8] CLFLUSH size.
         e.ebx = ((vcpuId & 0xff) << 24) | ((Math.max(cpus, 1) & 0xff) << 16) | (e.ebx & 0xffff);

@@ -159,7 +159,13 @@ export async function bootLinux(options: BootOptions): Promise<BootResult> {
   const cpus = options.cpus ?? 1;
   const backing = options.backing ?? 'anon';
   const prefault = options.prefault ?? 'none';
-  const cmdline = options.cmdline ?? (isShadowPagingHost() ? `${DEFAULT_CMDLINE} ${EMULATOR_CMDLINE}` : DEFAULT_CMDLINE);
+  const baseCmdline = options.cmdline ?? (isShadowPagingHost() ? `${DEFAULT_CMDLINE} ${EMULATOR_CMDLINE}` : DEFAULT_CMDLINE);
+  // With the default command line the guest is also told the TSC's frequency
+  // (tsc_early_khz=, KVM_GET_TSC_KHZ of vcpu 0): its own calibration is timed, and a
+  // vcpu thread descheduled meanwhile leaves it without a usable TSC ("could not
+  // calculate TSC khz"). Room for the parameter is planned now, the value written later.
+  const TSC_PARAM_ROOM = ' tsc_early_khz=4294967295'.length;
+  let cmdline = baseCmdline;
   if (!Number.isSafeInteger(memorySize) || memorySize < 16 << 20 || memorySize % 4096 !== 0) throw invalidArgument(OP, 'memory must be a multiple of 4096 of at least 16 MiB', { memory: memorySize });
   if (!Number.isInteger(cpus) || cpus < 1 || cpus > 255) throw invalidArgument(OP, 'cpus must be an integer in [1, 255]', { cpus });
   if (!['anon', 'thp', 'gmem'].includes(backing)) throw invalidArgument(OP, `backing must be anon, thp or gmem`, { backing });
@@ -168,7 +174,8 @@ export async function bootLinux(options: BootOptions): Promise<BootResult> {
 
   const image = parseBzImage(options.kernel);
   const cmdlineBytes = encodeCmdline(cmdline);
-  const layout = planLayout({ memorySize, header: image.header, kernelSize: image.kernel.byteLength, cmdlineBytes: cmdlineBytes.byteLength - 1, initrdSize: options.initrd?.byteLength });
+  const cmdlineRoom = cmdlineBytes.byteLength - 1 + (options.cmdline === undefined ? TSC_PARAM_ROOM : 0);
+  const layout = planLayout({ memorySize, header: image.header, kernelSize: image.kernel.byteLength, cmdlineBytes: cmdlineRoom, initrdSize: options.initrd?.byteLength });
 
   const load = options.load ?? (isShadowPagingHost() ? 'vmlinux' : 'bzimage');
   if (load !== 'bzimage' && load !== 'vmlinux') throw invalidArgument(OP, "load must be 'bzimage' or 'vmlinux'", { load });
@@ -205,15 +212,23 @@ export async function bootLinux(options: BootOptions): Promise<BootResult> {
     put(MPTABLE_ADDR, buildMpTable({ cpus, cpuSignature: leaf1?.eax ?? 0, cpuFeatures: leaf1?.edx ?? 0 }));
   }
   const cpuidProfile = options.cpuidProfile ?? (isShadowPagingHost() ? 'emulator' : 'host');
+  const tscDeadline = vmSetup.irqchip && kvm.checkExtension('TSC_DEADLINE_TIMER') > 0;
   const xsaveOffer = options.xsave ?? 'none';
   const vcpus: Vcpu[] = [];
   for (let id = 0; id < cpus; id++) {
     const vcpu = vm.createVcpu(id);
     vcpus.push(vcpu);
-    const cpuid = guestCpuid(supported, { vcpuId: id, cpus, irqchip: vmSetup.irqchip, profile: cpuidProfile, xsave: xsaveOffer });
+    const cpuid = guestCpuid(supported, { vcpuId: id, cpus, irqchip: vmSetup.irqchip, profile: cpuidProfile, xsave: xsaveOffer, tscDeadline });
     vcpu.setCpuid(cpuid);
     const xsave = ((cpuid.find((e) => e.function === 1)?.ecx ?? 0) & (1 << 26)) !== 0;
     for (const m of setUpVcpu(vcpu, { irqchip: vmSetup.irqchip, xsave })) if (!missing.includes(m)) missing.push(m);
+    if (id === 0 && options.cmdline === undefined) {
+      const khz = vcpu.getTscKhz();
+      if (khz > 0) {
+        cmdline = `${baseCmdline} tsc_early_khz=${khz}`;
+        put(layout.cmdlineAddr, encodeCmdline(cmdline));
+      }
+    }
     if (id === 0) {
       // The boot CPU starts at the 64-bit entry; the others wait for INIT/SIPI
       // in the in-kernel LAPIC (they need the irqchip to be woken).
