@@ -90,7 +90,8 @@ const XSAVE_COMPONENTS = 0x7;
  * - clears MONITOR/MWAIT (KVM does not offer them; a guest must not idle on them),
  *   VMX/SVM (no nested virtualization), 5-level paging (LA57: this VMM builds 4-level
  *   tables, and kvm_pvm refuses CR4.LA57), WAITPKG;
- * - without an in-kernel irqchip, the APIC, x2APIC and the TSC-deadline timer;
+ * - without an in-kernel irqchip, the APIC, x2APIC and the TSC-deadline timer; with it,
+ *   the TSC-deadline timer when `tscDeadline` (KVM emulates it, the supported set omits it);
  * - limits XSAVE to x87/SSE/AVX (leaf 0xd): a guest that finds AVX-512 or AMX state the
  *   host's emulation lacks panics early in fpstate_reset (seen with QEMU -cpu host under
  *   nested TCG), and those components' subleaves go too;
