@@ -173,8 +173,7 @@ export async function bootLinux(options: BootOptions): Promise<BootResult> {
   if (options.xsave !== undefined && !['none', 'sse', 'avx'].includes(options.xsave)) throw invalidArgument(OP, 'xsave must be none, sse or avx', { xsave: options.xsave });
 
   const image = parseBzImage(options.kernel);
-  const cmdlineBytes = encodeCmdline(cmdline);
-  const cmdlineRoom = cmdlineBytes.byteLength - 1 + (options.cmdline === undefined ? TSC_PARAM_ROOM : 0);
+  const cmdlineRoom = encodeCmdline(baseCmdline).byteLength - 1 + (options.cmdline === undefined ? TSC_PARAM_ROOM : 0);
   const layout = planLayout({ memorySize, header: image.header, kernelSize: image.kernel.byteLength, cmdlineBytes: cmdlineRoom, initrdSize: options.initrd?.byteLength });
 
   const load = options.load ?? (isShadowPagingHost() ? 'vmlinux' : 'bzimage');
@@ -199,7 +198,6 @@ export async function bootLinux(options: BootOptions): Promise<BootResult> {
   if (vmlinux) for (const seg of vmlinux.segments) put(seg.paddr, seg.data);
   else put(layout.kernelAddr, image.kernel);
   if (options.initrd && layout.initrd) put(layout.initrd.addr, options.initrd);
-  put(layout.cmdlineAddr, cmdlineBytes);
   put(BOOT_PARAMS_ADDR, buildBootParams({ image, cmdlineAddr: layout.cmdlineAddr, initrd: layout.initrd, e820: e820Map(memorySize) }));
   put(GDT_ADDR, buildGdt());
   put(PAGE_TABLES_ADDR, buildPageTables());
@@ -222,12 +220,11 @@ export async function bootLinux(options: BootOptions): Promise<BootResult> {
     vcpu.setCpuid(cpuid);
     const xsave = ((cpuid.find((e) => e.function === 1)?.ecx ?? 0) & (1 << 26)) !== 0;
     for (const m of setUpVcpu(vcpu, { irqchip: vmSetup.irqchip, xsave })) if (!missing.includes(m)) missing.push(m);
-    if (id === 0 && options.cmdline === undefined) {
-      const khz = vcpu.getTscKhz();
-      if (khz > 0) {
-        cmdline = `${baseCmdline} tsc_early_khz=${khz}`;
-        put(layout.cmdlineAddr, encodeCmdline(cmdline));
-      }
+    if (id === 0) {
+      // The command line is final once vcpu 0 can say the TSC's frequency.
+      const khz = options.cmdline === undefined ? vcpu.getTscKhz() : 0;
+      if (khz > 0) cmdline = `${baseCmdline} tsc_early_khz=${khz}`;
+      put(layout.cmdlineAddr, encodeCmdline(cmdline));
     }
     if (id === 0) {
       // The boot CPU starts at the 64-bit entry; the others wait for INIT/SIPI

@@ -141,12 +141,7 @@ describe.skipIf(noKernel)(`bootLinux ${noKernel ?? ''}`, () => {
             clearTimeout(watchdog);
           }
         };
-        let { r, seen } = await bootOnce();
-        if (r.stop.kind === 'signal') {
-          console.log(`boot (prefault ${prefault}, ${cpus} vcpus): no console output for ${silenceMs / 1000} s, retrying once; console tail:\n${r.consoleTail.slice(-1000)}`);
-          ({ r, seen } = await bootOnce());
-        }
-        if (r.stop.kind === 'signal') throw new Error(`no console output for ${silenceMs / 1000} s, twice; console tail:\n${r.consoleTail.slice(-2000)}`);
+        const { r, seen } = await retryStalledOnce(`boot (prefault ${prefault}, ${cpus} vcpus)`, silenceMs, bootOnce, (b) => (b.r.stop.kind === 'signal' ? b.r.consoleTail : undefined));
         expect(r.consoleTail).toContain(MARKER);
         expect(r.events.marker).toBeGreaterThan(0);
         expect(r.stop).toEqual({ kind: 'reboot', source: 'i8042' });
@@ -168,6 +163,21 @@ describe.skipIf(noKernel)(`bootLinux ${noKernel ?? ''}`, () => {
     );
   }
 });
+
+/**
+ * Runs `boot`; if `stalled` says it went silent (giving its console), runs it once
+ * more, logging the first console's tail. A second stall throws with its console.
+ */
+async function retryStalledOnce<T>(what: string, silenceMs: number, boot: () => Promise<T>, stalled: (t: T) => string | undefined): Promise<T> {
+  const first = await boot();
+  const tail = stalled(first);
+  if (tail === undefined) return first;
+  console.log(`${what}: no console output for ${silenceMs / 1000} s, retrying once; console tail:\n${tail.slice(-1000)}`);
+  const second = await boot();
+  const again = stalled(second);
+  if (again !== undefined) throw new Error(`${what}: no console output for ${silenceMs / 1000} s, twice; console tail:\n${again.slice(-2000)}`);
+  return second;
+}
 
 /** What `node-kvm boot` did: its exit status, its stdout (the console) and its --json report. */
 interface CliBoot {
@@ -212,12 +222,7 @@ describe.skipIf(kvmUnavailable)('node-kvm boot (the CLI, a child process)', () =
         const silenceMs = scaledTimeout(180_000);
         const json = join(mkdtempSync(join(tmpdir(), 'node-kvm-boot-')), 'boot.json');
         const args = ['--kernel', tiny.path, '--initrd', initrd.path, '--memory', '256M', '--prefault', prefault, '--marker', MARKER];
-        let run = await cliBoot(args, json, silenceMs);
-        if (run.stalled) {
-          console.log(`node-kvm boot --prefault ${prefault}: no console output for ${silenceMs / 1000} s, retrying once; console tail:\n${run.stdout.slice(-1000)}\n${run.stderr}`);
-          run = await cliBoot(args, json, silenceMs);
-        }
-        if (run.stalled) throw new Error(`node-kvm boot --prefault ${prefault}: no console output for ${silenceMs / 1000} s, twice; console tail:\n${run.stdout.slice(-2000)}\n${run.stderr}`);
+        const run = await retryStalledOnce(`node-kvm boot --prefault ${prefault}`, silenceMs, () => cliBoot(args, json, silenceMs), (b) => (b.stalled ? `${b.stdout}\n${b.stderr}` : undefined));
         // SIGTERM ends the CLI with status 143 after stopping the guest; a clean reboot is 0.
         expect({ status: run.status, signal: run.signal, stderr: run.status === 0 ? '' : run.stderr }).toEqual({ status: 0, signal: null, stderr: '' });
         expect(run.stdout).toContain(MARKER);
