@@ -22,8 +22,6 @@ set -euo pipefail
 PACKAGE=${UPSTREAM_SOURCE_PACKAGE:-linux-source-7.3}
 SUITE=trixie-backports
 CACHE=${UPSTREAM_CACHE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/node-kvm/upstream-selftests}
-LAB_DEBS=${LAB_CACHE:+$LAB_CACHE/debs}
-LAB_DEBS_DEFAULT=${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/node-kvm/lab/debs
 APT_DIR=$CACHE/apt
 DEB_DIR=$CACHE/debs
 # The tests node-kvm has ports of (see scripts/selftest-upstream/cases.json).
@@ -37,50 +35,25 @@ die() { say "$*"; exit 1; }
 
 [[ $PACKAGE =~ ^linux-source-[0-9]+\.[0-9]+$ ]] || die "UPSTREAM_SOURCE_PACKAGE must look like linux-source-7.3"
 
-is_installed() { [[ $(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true) == installed ]]; }
+# The lab's paths (LAB_CACHE, whose debs/ may already hold the package) and its way of
+# reading the archive (the system's mirror, private apt state under $APT_DIR).
+# shellcheck source=../lab/lib.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/../lab/lib.sh"
+# shellcheck source=../lab/debian-apt.sh
+. "$LAB_DIR/debian-apt.sh"
+# Their messages are this script's.
+lab_die() { die "$@"; }
+lab_say() { say "$@"; }
+LAB_MIRROR=${UPSTREAM_MIRROR:-${LAB_MIRROR:-}}
 
 ensure_tools() {
-  local missing=() p
-  for p in "${BUILD_TOOLS[@]}"; do is_installed "$p" || missing+=("$p"); done
-  ((${#missing[@]} == 0)) && return 0
-  [[ $(id -u) == 0 ]] || die "missing packages: ${missing[*]} (apt-get install ${missing[*]})"
-  say "installing ${missing[*]}"
-  apt-get update -q >/dev/null || die "apt-get update failed"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null ||
-    die "apt-get install ${missing[*]} failed"
-}
-
-# The first deb URI of the system's own release (one-line or deb822 sources).
-detect_mirror() {
-  if [[ -n ${UPSTREAM_MIRROR:-${LAB_MIRROR:-}} ]]; then printf '%s\n' "${UPSTREAM_MIRROR:-$LAB_MIRROR}"; return; fi
-  local f uri
-  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-    [[ -r $f ]] || continue
-    uri=$(awk '$1 == "deb" { i = 2; if ($i ~ /^\[/) { while ($i !~ /\]$/ && i < NF) i++; i++ } if ($i ~ /debian\/?$/) { print $i; exit } }' "$f")
-    [[ -n $uri ]] && { printf '%s\n' "$uri"; return; }
-  done
-  for f in /etc/apt/sources.list.d/*.sources; do
-    [[ -r $f ]] || continue
-    uri=$(awk '/^URIs:/ { for (i = 2; i <= NF; i++) if ($i ~ /debian\/?$/) { print $i; exit } }' "$f")
-    [[ -n $uri ]] && { printf '%s\n' "$uri"; return; }
-  done
-  die "found no Debian mirror in /etc/apt; set UPSTREAM_MIRROR"
-}
-
-# apt with its own lists and caches under $APT_DIR: the system's apt state is never touched.
-private_apt() {
-  local tool=$1
-  shift
-  "$tool" -q -o Dir::Etc::SourceList="$APT_DIR/sources.list" -o Dir::Etc::SourceParts="$APT_DIR/sources.list.d" \
-    -o Dir::Etc::Preferences="$APT_DIR/preferences" -o Dir::Etc::PreferencesParts="$APT_DIR/preferences.d" \
-    -o Dir::State="$APT_DIR/state" -o Dir::State::Lists="$APT_DIR/lists" -o Dir::State::status="$APT_DIR/status" \
-    -o Dir::Cache="$APT_DIR/cache" -o Acquire::Languages=none -o APT::Architecture=amd64 \
-    -o APT::Architectures::=amd64 -o APT::Sandbox::User=root "$@"
+  ensure_packages "build tools" "${BUILD_TOOLS[@]}"
 }
 
 find_deb() {
   local d f
-  for d in "$DEB_DIR" ${LAB_DEBS:+"$LAB_DEBS"} "$LAB_DEBS_DEFAULT"; do
+  # This checkout's lab cache, then the default one that every clone shares.
+  for d in "$DEB_DIR" "$LAB_CACHE/debs" "${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/node-kvm/lab/debs"; do
     f=$(compgen -G "$d/${PACKAGE}_*_all.deb" | sort -V | tail -n 1 || true)
     [[ -n $f ]] && { printf '%s\n' "$f"; return 0; }
   done
@@ -88,13 +61,10 @@ find_deb() {
 }
 
 download_deb() {
-  local mirror keyring=/usr/share/keyrings/debian-archive-keyring.gpg
-  [[ -r $keyring ]] || die "$keyring is missing (package debian-archive-keyring)"
+  local mirror
   mirror=$(detect_mirror)
-  mkdir -p "$APT_DIR"/{sources.list.d,preferences.d,state,lists/partial,cache/archives/partial} "$DEB_DIR"
-  : >"$APT_DIR/status"
-  : >"$APT_DIR/preferences"
-  printf 'deb [arch=amd64 signed-by=%s] %s %s main\n' "$keyring" "$mirror" "$SUITE" >"$APT_DIR/sources.list"
+  prepare_private_apt "$mirror"
+  mkdir -p "$DEB_DIR"
   say "reading $SUITE from $mirror"
   private_apt apt-get update >"$APT_DIR/update.log" 2>&1 || die "apt-get update failed; see $APT_DIR/update.log"
   say "downloading $PACKAGE"
