@@ -6,8 +6,8 @@
  */
 import type { Asm } from '../asm.js';
 import { guestArgumentError } from '../guest-error.js';
-import { encodeAccImm } from './encoding.js';
-import { type Reg, type Reg64, type Reg32, type Reg16, type Imm, type Mem, type AluOperands } from './operands.js';
+import { encodeAccImm, regToReg } from './encoding.js';
+import type { Reg, Reg64, Reg32, Reg16, Imm, Mem, AluOperands } from './operands.js';
 import { AsmMoves } from './moves.js';
 import { fitsS32, fitsS8, fitWidth, isMem, isReg, le, needsRexFor8, regInfo, sameWidth } from './values.js';
 
@@ -29,14 +29,7 @@ export class AsmArithmetic extends AsmMoves {
       return this.inst({ opcode: [op * 8 + (s.bits === 8 ? 0 : 1)], reg: s.num, rm: dst, bits: s.bits, forceRex: needsRexFor8(s) });
     }
     const d = regInfo(dst);
-    if (isReg(src)) {
-      const s = regInfo(src);
-      sameWidth(d, s, name);
-      return this.inst({
-        opcode: [op * 8 + (d.bits === 8 ? 0 : 1)], reg: s.num, rm: { reg: d.num }, bits: d.bits,
-        forceRex: needsRexFor8(d) || needsRexFor8(s),
-      });
-    }
+    if (isReg(src)) return this.inst(regToReg(op * 8, op * 8 + 1, name, d, src));
     if (isMem(src)) {
       return this.inst({ opcode: [op * 8 + (d.bits === 8 ? 2 : 3)], reg: d.num, rm: src, bits: d.bits, forceRex: needsRexFor8(d) });
     }
@@ -101,14 +94,7 @@ export class AsmArithmetic extends AsmMoves {
    */
   test(dst: Reg, src: Reg | Imm): this {
     const d = regInfo(dst);
-    if (isReg(src)) {
-      const s = regInfo(src);
-      sameWidth(d, s, 'test');
-      return this.inst({
-        opcode: [d.bits === 8 ? 0x84 : 0x85], reg: s.num, rm: { reg: d.num }, bits: d.bits,
-        forceRex: needsRexFor8(d) || needsRexFor8(s),
-      });
-    }
+    if (isReg(src)) return this.inst(regToReg(0x84, 0x85, 'test', d, src));
     const { u, s } = fitWidth(src, d.bits, 'test immediate');
     if (d.bits === 64 && !fitsS32(s)) throw guestArgumentError(`test immediate ${s} is not a sign-extended 32-bit value`);
     const size = d.bits === 8 ? 1 : d.bits === 16 ? 2 : 4;

@@ -9,8 +9,8 @@
  */
 import type { Asm } from '../asm.js';
 import { guestArgumentError } from '../guest-error.js';
-import type { Bits, Mem } from './operands.js';
-import { checkLabelName, fitsS32, fitsS8, le, needsRexFor8, regInfo, toBigInt, type RegInfo } from './values.js';
+import type { Bits, Mem, Reg } from './operands.js';
+import { checkLabelName, fitsS32, fitsS8, le, needsRexFor8, regInfo, sameWidth, toBigInt, type RegInfo } from './values.js';
 
 /** How a fixup field is filled at link time. */
 export type FixupKind = 'rel32' | 'abs64';
@@ -56,6 +56,17 @@ export interface EncodeArgs {
   noRexW?: boolean;
   /** Immediate bytes, after any displacement. */
   imm?: number[];
+}
+
+/**
+ * The register-to-register form `op dst, src` (ModRM.rm = dst, ModRM.reg =
+ * src) for two registers of one width: `opcode8` for 8-bit ones, `opcode`
+ * for the others (mov, the ALU group and test share this layout).
+ */
+export function regToReg(opcode8: number, opcode: number, what: string, d: RegInfo, src: Reg): EncodeArgs {
+  const s = regInfo(src);
+  sameWidth(d, s, what);
+  return { opcode: [d.bits === 8 ? opcode8 : opcode], reg: s.num, rm: { reg: d.num }, bits: d.bits, forceRex: needsRexFor8(d) || needsRexFor8(s) };
 }
 
 /**

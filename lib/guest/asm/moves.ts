@@ -6,10 +6,10 @@
  */
 import type { Asm } from '../asm.js';
 import { guestArgumentError } from '../guest-error.js';
-import { encodeOpReg } from './encoding.js';
-import { type Reg, type Reg64, type Reg32, type Reg16, type Reg8, type Imm, type Bits, type Mem, type MovOperands } from './operands.js';
+import { encodeOpReg, regToReg } from './encoding.js';
+import type { Reg, Reg64, Reg32, Reg16, Reg8, Imm, Bits, Mem, MovOperands } from './operands.js';
 import { AsmProgram } from './program.js';
-import { fitsS32, fitsS8, fitWidth, isImm, isMem, isReg, le, needsRexFor8, regInfo, sameWidth } from './values.js';
+import { fitsS32, fitsS8, fitWidth, isImm, isMem, isReg, le, needsRexFor8, regInfo } from './values.js';
 
 /** {@link AsmProgram} plus the data-movement instructions. Use {@link Asm}. */
 export class AsmMoves extends AsmProgram {
@@ -27,14 +27,7 @@ export class AsmMoves extends AsmProgram {
     if (isMem(dst)) return this.store(dst, src as Reg);
     if (isMem(src)) return this.load(dst, src);
     const d = regInfo(dst);
-    if (isReg(src)) {
-      const s = regInfo(src);
-      sameWidth(d, s, 'mov');
-      return this.inst({
-        opcode: [d.bits === 8 ? 0x88 : 0x89], reg: s.num, rm: { reg: d.num }, bits: d.bits,
-        forceRex: needsRexFor8(d) || needsRexFor8(s),
-      });
-    }
+    if (isReg(src)) return this.inst(regToReg(0x88, 0x89, 'mov', d, src));
     if (!isImm(src)) throw guestArgumentError(`mov: bad source operand ${String(src)}`);
     const { u, s } = fitWidth(src, d.bits, 'mov immediate');
     switch (d.bits) {
