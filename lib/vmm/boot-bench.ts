@@ -37,8 +37,11 @@ export interface BootFigures {
   prefaultMs: Summary;
   /** The guest's /proc/uptime printed after the marker, in seconds. */
   guestUptime: Summary;
+  /** KVM's `exits` statistic at the marker, summed over vcpus. */
   exits: Summary;
+  /** KVM's `pf_taken` statistic at the marker (page faults KVM handled), summed over vcpus. */
   pfTaken: Summary;
+  /** KVM's `pages_4k`/`pages_2m`/`pages_1g` statistics at the marker: guest memory mapped with each page size. */
   pages: { '4k': Summary; '2m': Summary; '1g': Summary };
 }
 
