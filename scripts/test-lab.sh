@@ -53,7 +53,7 @@ for k in "${kernels[@]}"; do
   if [[ $k == 6.18 ]]; then boot=(test/vmm-boot); fi
   LAB_KERNEL=$k LAB_VERBOSE=1 LAB_ENV_NODE_KVM_LAB=1 LAB_ENV_NODE_KVM_LAB_KERNEL=$k \
     LAB_ENV_NODE_KVM_LAB_BOOT=$boot_kernel_ready \
-    bash scripts/lab/run.sh node node_modules/vitest/vitest.mjs run test/kvm test/selftests test/private "${boot[@]}" "$@" || rc=$?
+    bash scripts/lab/run.sh node node_modules/vitest/vitest.mjs run test/kvm test/selftests test/private test/vmm/ "${boot[@]}" "$@" || rc=$?
   t2=$(date +%s)
   summary+=("$k: exit $rc, setup $((t1 - t0)) s, suite $((t2 - t1)) s")
   if ((rc != 0 && status == 0)); then status=$rc; fi

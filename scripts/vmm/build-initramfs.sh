@@ -30,6 +30,11 @@ cat > "$root/init" <<INIT
 # The marker first, from the shell itself: no fork, no signal before it.
 echo "$marker"
 /bin/busybox mount -t proc proc /proc
+# Another vcpu's printk can land inside that line (seen with 2 vcpus: the marker split by
+# "IPI shorthand broadcast: enabled"): keep the kernel off the console from here, and say
+# the marker again on a line of its own. Watchers take its first whole appearance.
+echo 1 > /proc/sys/kernel/printk
+echo "$marker"
 /bin/busybox mount -t devtmpfs dev /dev 2>/dev/null
 echo "kernel \$(/bin/busybox uname -r), uptime \$(/bin/busybox cat /proc/uptime)"
 /bin/busybox $action -f

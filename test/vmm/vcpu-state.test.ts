@@ -1,9 +1,19 @@
+import { execFileSync } from 'node:child_process';
 import { expect, it } from 'vitest';
 import { Kvm, KvmError } from '../../lib/index.js';
 import { Asm, Guest } from '../../lib/guest/index.js';
 import { describeKvm, describeUnless, expectKvmError, kvmUnavailable } from '../support/kvm.js';
 
 const MSR_IA32_TSC = 0x10;
+
+/** Whether the kernel's log (dmesg; root in the lab) has a line containing text. */
+function kernelLogHas(text: string): boolean {
+  try {
+    return execFileSync('dmesg', { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).includes(text);
+  } catch {
+    return false;
+  }
+}
 const MSR_IA32_SYSENTER_CS = 0x174;
 const MSR_IA32_SYSENTER_ESP = 0x175;
 const MSR_STAR = 0xc0000081;
@@ -124,15 +134,32 @@ describeKvm('vcpu state ioctls', () => {
       const got = vcpu.getCpuid();
       expect(got.length).toBe(set.length);
       expect(got.find((e) => e.function === 0)!.ebx).toBe(set.find((e) => e.function === 0)!.ebx);
-      const khz = vcpu.getTscKhz();
-      expect(khz).toBeGreaterThan(100_000);
-      vcpu.setTscKhz(khz); // setting the host rate needs no scaling
-      expect(vcpu.getTscKhz()).toBe(khz);
+      expect(vcpu.getTscKhz()).toBeGreaterThan(100_000);
       expectKvmError(() => vcpu.setTscKhz(0), 'EINVAL');
       vcpu.setGuestDebug({ enable: true, singleStep: true });
       vcpu.setGuestDebug({ enable: false });
       expectKvmError(() => vcpu.setGuestDebug({ enable: false, singleStep: true }), 'EINVAL');
       expectKvmError(() => vcpu.setGuestDebug({ enable: true, bogus: true } as never), 'EINVAL');
+    });
+  });
+
+  // The lab's sw-protected build has KVM built in: kvm_amd can take the TSC rate at 0.75 s,
+  // before the kernel refines its calibration (+390 ppm at 1.89 s in one boot; other boots
+  // refine less or downwards), and without TSC scaling it then refuses its own reported
+  // rate as "below hardware speed". Where that happens the case is skipped as the known
+  // kernel defect only if the kernel's log says so; any other failure fails.
+  it('setTscKhz accepts the rate getTscKhz reports', (ctx) => {
+    withVcpu((vcpu) => {
+      const khz = vcpu.getTscKhz();
+      try {
+        vcpu.setTscKhz(khz); // setting the host rate needs no scaling
+      } catch (e) {
+        if (e instanceof KvmError && e.code === 'EINVAL' && process.env.NODE_KVM_LAB_KERNEL === 'sw-protected' && kernelLogHas('TSC rate below hardware speed')) {
+          ctx.skip(`kernel defect: KVM_SET_TSC_KHZ refused the rate KVM reported (${khz} kHz): its built-in kvm_amd kept the TSC rate from before the kernel refined it (dmesg: "user requested TSC rate below hardware speed")`);
+        }
+        throw e;
+      }
+      expect(vcpu.getTscKhz()).toBe(khz);
     });
   });
 
