@@ -30,14 +30,12 @@
  * after another, which is not upstream's test).
  */
 import { convertMemory } from '../conversion.js';
-import type { IoExit } from '../exit.js';
-import { bytePattern, decodeUcall, Guest, MailboxDriver, mailboxProgram, type GuestEvent, type MailboxRunner } from '../guest/index.js';
+import { bytePattern, Guest, type MailboxDriver, mailboxProgram } from '../guest/index.js';
 import type { HostMemory } from '../memory.js';
-import type { Vcpu } from '../vcpu.js';
 import type { Vm } from '../vm.js';
 import { check, checkEqual, SelftestFailure } from './assert.js';
 import { firstReason, needs } from './host.js';
-import { addSiblingVcpus } from './sibling-vcpus.js';
+import { mailboxVcpus } from './private_mem_conversions_vcpus.js';
 import type { SelftestContext, SelftestSuite } from './types.js';
 
 const PAGE = 4096n;
@@ -47,12 +45,8 @@ const BASE_DATA_GPA = 1n << 32n;
 const PER_CPU_DATA_SIZE = SZ_2M + PAGE;
 /** Each vcpu's region rounded up to the backing's alignment (2 MiB), as upstream lays them out. */
 const PER_CPU_SIZE = 2n * SZ_2M;
-/** Vcpu i's mailbox: MAILBOX_GPA + i * MAILBOX_STRIDE (shared system memory). */
+/** Vcpu 0's mailbox (the others' follow it: private_mem_conversions_vcpus.ts). */
 const MAILBOX_GPA = 0x40000n;
-const MAILBOX_STRIDE = 0x100n;
-/** Vcpu i >= 1 runs its own copy of the mailbox program here (free system memory past the TSS). */
-const SIBLING_CODE_GPA = 0x50000n;
-const SIBLING_CODE_STRIDE = 0x1000n;
 
 const TEST_RANGES: [bigint, bigint][] = [
   [0n, PAGE],
@@ -62,9 +56,9 @@ const TEST_RANGES: [bigint, bigint][] = [
   [SZ_2M, PAGE],
 ];
 
-/** How the vcpus overlapped: which are in KVM_RUN now, and the conversions made while another was. */
+/** How the vcpus overlapped: whose runs are outstanding now, and the conversions made while another's was. */
 interface Overlap {
-  running: Set<number>;
+  running: ReadonlySet<number>;
   conversions: number;
   whileAnotherRan: number;
 }
@@ -89,36 +83,11 @@ interface Cpu {
   overlap: Overlap;
 }
 
-/** Runs a sibling vcpu of `guest` to its next ucall or exit, as Guest.run() does for the first. */
-function siblingRunner(guest: Guest, vcpu: Vcpu): MailboxRunner {
-  return {
-    run: async (): Promise<GuestEvent> => {
-      const exit = await vcpu.runAsync();
-      if (exit.reason !== 'io') return { kind: 'exit', exit };
-      return decodeUcall(exit as IoExit, vcpu.getRegs(), (gva) => guest.readGuestString(gva)) ?? { kind: 'exit', exit };
-    },
-  };
-}
-
-/** Marks vcpu `id` as in KVM_RUN while `runner` runs it. */
-function tracked(runner: MailboxRunner, id: number, overlap: Overlap): MailboxRunner {
-  return {
-    run: async () => {
-      overlap.running.add(id);
-      try {
-        return await runner.run();
-      } finally {
-        overlap.running.delete(id);
-      }
-    },
-  };
-}
-
 function fixture(ctx: SelftestContext, vcpus: number, memslots: number, hugePages: boolean): Fixture {
   const vm = ctx.kvm.createVm({ type: 'sw-protected' });
-  const siblings: Vcpu[] = [];
+  let closeSiblings = (): void => {};
   const close = (): void => {
-    for (const v of siblings) v.close();
+    closeSiblings();
     vm.close();
   };
   try {
@@ -137,20 +106,10 @@ function fixture(ctx: SelftestContext, vcpus: number, memslots: number, hugePage
       program: mailboxProgram(MAILBOX_GPA),
       map: [{ gpa: 0n, size: 4n << 30n, pageSize: '2m' }, { gpa: BASE_DATA_GPA, size: memfdSize, pageSize: '2m' }],
     });
-    // Vcpu i's copy of the program, with its own mailbox baked in.
-    for (let i = 1; i < vcpus; i++) {
-      const at = SIBLING_CODE_GPA + BigInt(i) * SIBLING_CODE_STRIDE;
-      const code = mailboxProgram(MAILBOX_GPA + BigInt(i) * MAILBOX_STRIDE).assemble(at);
-      if (BigInt(code.length) > SIBLING_CODE_STRIDE) throw new SelftestFailure(`the mailbox program (${code.length} bytes) does not fit its 0x${SIBLING_CODE_STRIDE.toString(16)}-byte slot`);
-      guest.memory.bytes.set(code, Number(at));
-    }
-    addSiblingVcpus(ctx.kvm, guest, vcpus, (i) => ({ rip: SIBLING_CODE_GPA + BigInt(i) * SIBLING_CODE_STRIDE }), siblings);
-    const overlap: Overlap = { running: new Set(), conversions: 0, whileAnotherRan: 0 };
-    const cpus = [guest.vcpu, ...siblings].map((vcpu, id): Cpu => {
-      const runner = id === 0 ? guest : siblingRunner(guest, vcpu);
-      const mailbox = new MailboxDriver(tracked(runner, id, overlap), guest.memory, MAILBOX_GPA + BigInt(id) * MAILBOX_STRIDE);
-      return { id, base: BASE_DATA_GPA + BigInt(id) * PER_CPU_SIZE, vm, shared, mailbox, overlap };
-    });
+    const all = mailboxVcpus(ctx.kvm, guest, vcpus, MAILBOX_GPA);
+    closeSiblings = all.close;
+    const overlap: Overlap = { running: all.running, conversions: 0, whileAnotherRan: 0 };
+    const cpus = all.mailboxes.map((mailbox, id): Cpu => ({ id, base: BASE_DATA_GPA + BigInt(id) * PER_CPU_SIZE, vm, shared, mailbox, overlap }));
     return { vm, shared, cpus, overlap, memfdSize, [Symbol.dispose]: close };
   } catch (e) {
     close();
