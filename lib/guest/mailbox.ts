@@ -74,6 +74,9 @@ export function mailboxProgram(mailboxGpa: bigint): Asm {
 /** Handles a stop that is not the answer; true to run on. */
 export type StopHandler = (e: GuestEvent) => Promise<boolean> | boolean;
 
+/** What runs the mailbox program to its next stop: a Guest, or a runner of one of its sibling vcpus. */
+export type MailboxRunner = Pick<Guest, 'run'>;
+
 /** What a command answered. */
 export interface MailboxAnswer {
   /** 0 on success; for CHECK the gpa of the first mismatch. */
@@ -91,11 +94,15 @@ export interface MailboxAnswer {
  * `resume()`.
  */
 export class MailboxDriver {
-  readonly #guest: Guest;
+  readonly #guest: MailboxRunner;
   readonly #view: DataView;
 
-  /** `memory` is the shared host memory holding the mailbox at `offset`. */
-  constructor(guest: Guest, memory: HostMemory, offset: bigint) {
+  /**
+   * `memory` is the shared host memory holding the mailbox at `offset`; `guest`
+   * is what runs the mailbox program (a Guest, or any runner of another vcpu of
+   * its VM, each with its own mailbox).
+   */
+  constructor(guest: MailboxRunner, memory: HostMemory, offset: bigint) {
     this.#guest = guest;
     const bytes = memory.bytes;
     this.#view = new DataView(bytes.buffer, bytes.byteOffset + Number(offset), 32);

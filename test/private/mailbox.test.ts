@@ -5,8 +5,9 @@
 import { expect, it } from 'vitest';
 import { Kvm } from '../../lib/index.js';
 import { bytePattern, MailboxOp } from '../../lib/guest/index.js';
+import { mailboxVcpus } from '../../lib/selftests/private_mem_conversions_vcpus.js';
 import { describeKvm } from '../support/kvm.js';
-import { DATA_GPA, mailboxGuest, PAGE } from './support.js';
+import { DATA_GPA, MAILBOX_GPA, mailboxGuest, PAGE } from './support.js';
 
 describeKvm('mailbox guest', () => {
   it('fills, checks (reporting the first mismatch), copies and sums guest memory', async () => {
@@ -32,5 +33,35 @@ describeKvm('mailbox guest', () => {
     expect(sum.value).toBe(BigInt((512 * 513) / 2));
     expect(sum.extra).toBe(words.reduce((x, w) => x ^ w, 0n));
     await expect(mailbox.command(MailboxOp.DONE, 0n, 0n)).rejects.toMatchObject({ code: 'EGUESTEXIT' });
+  });
+
+  it('several vcpus, each with its own program copy and mailbox, work on their own regions at once (the multi-vcpu conversions port)', async () => {
+    using kvm = Kvm.open();
+    using vm = kvm.createVm();
+    const count = 4;
+    const region = 16n * PAGE;
+    const memory = vm.allocateMemory(BigInt(count) * region);
+    vm.setMemoryRegion({ slot: 1, guestPhysAddr: DATA_GPA, memory });
+    const { guest } = mailboxGuest(vm, BigInt(count) * region);
+    using _ = guest;
+    const all = mailboxVcpus(kvm, guest, count, MAILBOX_GPA);
+    try {
+      expect(all.mailboxes).toHaveLength(count);
+      const fills = all.mailboxes.map((m, i) => m.fill(DATA_GPA + BigInt(i) * region, region, bytePattern(0x10 + i)));
+      // Every vcpu's run is outstanding at once: none waited for another.
+      expect([...all.running].sort()).toEqual([0, 1, 2, 3]);
+      for (const r of await Promise.all(fills)) expect(r.status).toBe(0n);
+      expect(all.running.size).toBe(0);
+      for (let i = 0; i < count; i++) {
+        const bytes = memory.bytes.subarray(i * Number(region), (i + 1) * Number(region));
+        expect(bytes.every((b) => b === 0x10 + i), `region ${i}`).toBe(true);
+      }
+      // Each checks its own region, and finds another's pattern wrong.
+      const checks = await Promise.all(all.mailboxes.map((m, i) => m.check(DATA_GPA + BigInt(i) * region, region, bytePattern(0x10 + i))));
+      expect(checks.map((c) => c.status)).toEqual([0n, 0n, 0n, 0n]);
+      expect((await all.mailboxes[1]!.check(DATA_GPA, PAGE, bytePattern(0x11))).status).toBe(DATA_GPA);
+    } finally {
+      all.close();
+    }
   });
 });

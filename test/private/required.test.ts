@@ -16,8 +16,14 @@ const privateCases = suites.flatMap((s) => s.cases.filter((c) => /^private_mem_/
 it.runIf(privateRequired)(`on the lab's sw-protected kernel nothing private is skipped (kernel: ${labKernel ?? 'none'})`, () => {
   expect(privateUnavailable).toBeUndefined();
   expect(privateKernelUnavailable).toBeUndefined();
-  expect(privateCases.length).toBeGreaterThanOrEqual(11);
+  expect(privateCases.length).toBeGreaterThanOrEqual(15);
   expect(privateCases.map(({ key, c }) => [key, skipReason(c)]).filter(([, r]) => r !== undefined)).toEqual([]);
+});
+
+it("private_mem_conversions has upstream's shapes: 1, 2 and 4 vcpus, 1 and 2 memslots", () => {
+  const names = suites.find((s) => s.name === 'private_mem_conversions')!.cases.map((c) => c.name);
+  for (const vcpus of ['2 vcpus', '4 vcpus']) for (const slots of ['1 memslot', '2 memslots']) expect(names).toContain(`${vcpus}, ${slots}, 4 KiB backing`);
+  expect(names).toContain('1 vcpu, 1 memslot, THP backing');
 });
 
 it.runIf(!privateRequired && kvmUnavailable === undefined)('where private memory is missing, the absence is detected and named', () => {
