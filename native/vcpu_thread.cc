@@ -46,9 +46,11 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// A tuning knob read once at load (docs/exits.md): 0 turns the wait off; at most 10 ms.
 std::chrono::microseconds EnvMicros(const char* name, long fallback) {
   const char* v = getenv(name);
-  return std::chrono::microseconds(v != nullptr ? atol(v) : fallback);
+  long us = v != nullptr ? atol(v) : fallback;
+  return std::chrono::microseconds(us < 0 ? 0 : us > 10000 ? 10000 : us);
 }
 // How long the vcpu thread waits for the next run request before sleeping.
 const std::chrono::microseconds kSpin = EnvMicros("NODE_KVM_SPIN_US", 100);
