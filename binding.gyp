@@ -21,7 +21,8 @@
         "native/exits.cc",
         "native/userfault.cc",
         "native/selftest_vm.cc",
-        "native/dirty_ring.cc"
+        "native/dirty_ring.cc",
+        "native/vm_msr_filter.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NAPI_CPP_EXCEPTIONS", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS"],

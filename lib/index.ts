@@ -34,6 +34,7 @@ export { Device, DEVICE_TYPES, type DeviceType, type DeviceAttrId, type DeviceAt
 export {
   DirtyLog, IRQCHIP_IDS, CLOCK_FLAGS,
   type IrqchipId, type IrqchipState, type PicState, type IoapicState, type PitState, type PitChannelState, type CreatePit2Options,
+  MSR_FILTER_MAX_RANGES, MSR_FILTER_MAX_RANGE_MSRS, type MsrFilterOptions, type MsrFilterRange,
   type GsiRoute, type Msi, type IrqfdOptions, type IoeventfdOptions, type ClockData, type CoalescedMmioZone, type CreateDeviceOptions,
 } from './vm/index.js';
 export {

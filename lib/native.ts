@@ -114,6 +114,8 @@ export interface NativeAddon {
   vmIrqLine(vmFd: number, bytes: Uint8Array): number;
   vmIrqLineStatus(vmFd: number, bytes: Uint8Array): Uint8Array;
   vmSignalMsi(vmFd: number, bytes: Uint8Array): number;
+  /** KVM_X86_SET_MSR_FILTER: flags, [flags, base, nmsrs] per range, the ranges' bitmaps end to end. */
+  vmSetMsrFilter(vmFd: number, flags: number, ranges: Uint32Array, bitmaps: Uint8Array): void;
   vmIrqfd(vmFd: number, bytes: Uint8Array): number;
   vmIoeventfd(vmFd: number, bytes: Uint8Array): number;
   vmSetGsiRouting(vmFd: number, entries: Uint8Array): void;

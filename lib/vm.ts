@@ -327,6 +327,8 @@ export class Vm extends Resource {
   setGsiRouting(entries: readonly vmm.GsiRoute[]): void { vmm.setGsiRouting(this, entries); }
   /** KVM_SIGNAL_MSI. */
   signalMsi(msi: vmm.Msi): number { return vmm.signalMsi(this, msi); }
+  /** KVM_X86_SET_MSR_FILTER: which guest MSR accesses KVM handles; no options removes the filter. */
+  setMsrFilter(options?: vmm.MsrFilterOptions): void { vmm.setMsrFilter(this, options); }
   /** KVM_IRQFD: the EventFd raises the GSI. */
   registerIrqfd(options: vmm.IrqfdOptions): void { vmm.registerIrqfd(this, options); }
   /** KVM_IRQFD (deassign). */

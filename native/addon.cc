@@ -18,6 +18,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   nkvm::InitUserfault(env, exports);
   nkvm::InitSelftestVm(env, exports);
   nkvm::InitDirtyRing(env, exports);
+  nkvm::InitVmMsrFilter(env, exports);
   return exports;
 }
 

@@ -64,5 +64,6 @@ void InitExits(Napi::Env env, Napi::Object exports);
 void InitUserfault(Napi::Env env, Napi::Object exports);
 void InitSelftestVm(Napi::Env env, Napi::Object exports);
 void InitDirtyRing(Napi::Env env, Napi::Object exports);
+void InitVmMsrFilter(Napi::Env env, Napi::Object exports);
 
 }  // namespace nkvm

@@ -3,3 +3,4 @@ export * from './irq.js';
 export * from './state.js';
 export * from './dirty-log.js';
 export * from './device.js';
+export * from './msr-filter.js';
