@@ -1,4 +1,6 @@
 /** kvm_cpuid_entry2 encoding: CPUID leaves as plain objects. */
+import { toU32 } from './int.js';
+import { readArray, readOptions } from './vm/struct.js';
 
 /** One CPUID leaf/subleaf as KVM reports and accepts it. */
 export interface CpuidEntry {
@@ -36,6 +38,23 @@ export function decodeCpuid(bytes: Uint8Array): CpuidEntry[] {
     });
   }
   return out;
+}
+
+const CPUID_FIELDS = ['function', 'index', 'flags', 'eax', 'ebx', 'ecx', 'edx'] as const;
+
+/**
+ * Reads and checks a caller's entries once (each entry and field read once):
+ * every entry an object with only CpuidEntry's keys, each given field an
+ * integer in [0, 2^32) (number or bigint), else KvmError 'EINVAL' naming it
+ * (`entries[3].eax`). A field left out is 0, as the kernel struct's default.
+ */
+export function readCpuidEntries(entries: unknown, op: string, max = 4096): CpuidEntry[] {
+  return readArray(entries, op, 'entries', max).map((raw, i) => {
+    const o = readOptions(raw, op, CPUID_FIELDS, [], `entries[${i}]`);
+    const e = {} as CpuidEntry;
+    for (const f of CPUID_FIELDS) e[f] = o[f] === undefined ? 0 : toU32(o[f], `entries[${i}].${f}`, op);
+    return e;
+  });
 }
 
 /** Encodes entries as an array of kvm_cpuid_entry2 (padding zeroed). */

@@ -8,7 +8,7 @@ import { invalidArgument } from '../errors.js';
 import { native } from '../native.js';
 import type { Vm } from '../vm.js';
 import { callVm } from './call.js';
-import { toU64Arg, toUint } from './struct.js';
+import { isInstance, toU64Arg, toUint } from './struct.js';
 
 /** One slot's dirty bitmap: bit i set = page i of the slot was written. */
 export class DirtyLog {
@@ -77,7 +77,7 @@ export function getDirtyLog(vm: Vm, slot: number, into?: BigUint64Array): DirtyL
   const op = 'KVM_GET_DIRTY_LOG';
   const s = slotOf(vm, slot, op);
   const words = dirtyBitmapWords(s.pages);
-  if (into !== undefined && !(into instanceof BigUint64Array)) throw invalidArgument(op, 'into must be a BigUint64Array');
+  if (into !== undefined && !isInstance(into, BigUint64Array)) throw invalidArgument(op, 'into must be a BigUint64Array');
   if (into !== undefined && into.length < words) throw invalidArgument(op, `into has ${into.length} words; slot ${s.id} needs ${words}`, { slot: s.id });
   const bitmap = into ? into.subarray(0, words) : new BigUint64Array(words);
   const bytes = new Uint8Array(bitmap.buffer, bitmap.byteOffset, bitmap.byteLength);
@@ -106,7 +106,7 @@ export function clearDirtyLog(vm: Vm, slot: number, firstPage: bigint | number, 
   if (first % 64n !== 0n) throw invalidArgument(op, 'firstPage must be a multiple of 64', args);
   if (first + BigInt(n) > BigInt(s.pages)) throw invalidArgument(op, `range passes the slot's ${s.pages} pages`, args);
   if (n % 64 !== 0 && first + BigInt(n) !== BigInt(s.pages)) throw invalidArgument(op, "numPages must be a multiple of 64 unless the range ends at the slot's end", args);
-  if (bitmap !== undefined && !(bitmap instanceof BigUint64Array)) throw invalidArgument(op, 'bitmap must be a BigUint64Array', args);
+  if (bitmap !== undefined && !isInstance(bitmap, BigUint64Array)) throw invalidArgument(op, 'bitmap must be a BigUint64Array', args);
   const words = dirtyBitmapWords(n);
   if (bitmap !== undefined && bitmap.length < words) throw invalidArgument(op, `bitmap has ${bitmap.length} words; ${n} pages need ${words}`, args);
   if (n === 0) return;

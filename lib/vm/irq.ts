@@ -76,7 +76,7 @@ export type IrqchipState = { chip: 'pic-master' | 'pic-slave'; pic: PicState } |
 
 const IRQCHIP_SIZE = 520;
 
-function encodeIrqchip(s: IrqchipState, op: string): Uint8Array {
+function encodeIrqchip(s: IrqchipState, op: string): { bytes: Uint8Array; chip: IrqchipId } {
   const o = readOptions(s, op, ['chip', 'pic', 'ioapic'], ['chip'], 'state');
   const chip = toEnum(o.chip, IRQCHIP_IDS, 'chip', op);
   const bytes = new Uint8Array(IRQCHIP_SIZE);
@@ -95,7 +95,7 @@ function encodeIrqchip(s: IrqchipState, op: string): Uint8Array {
     const pic = readOptions(o.pic, op, PIC_FIELDS, PIC_FIELDS, 'pic');
     PIC_FIELDS.forEach((f, i) => v.setUint8(8 + i, toUint(pic[f], 8, f, op)));
   }
-  return bytes;
+  return { bytes, chip };
 }
 
 function decodeIrqchip(bytes: Uint8Array): IrqchipState {
@@ -135,8 +135,8 @@ export function getIrqchip(vm: Vm, chip: IrqchipId): IrqchipState {
 /** KVM_SET_IRQCHIP. */
 export function setIrqchip(vm: Vm, state: IrqchipState): void {
   const op = 'KVM_SET_IRQCHIP';
-  const bytes = encodeIrqchip(state, op);
-  callVm(vm, op, { chip: state.chip }, (fd) => native.vmSetIrqchip(fd, bytes));
+  const { bytes, chip } = encodeIrqchip(state, op);
+  callVm(vm, op, { chip }, (fd) => native.vmSetIrqchip(fd, bytes));
 }
 
 /** One PIT channel (struct kvm_pit_channel_state). */
@@ -343,16 +343,16 @@ export interface IrqfdOptions {
 
 function irqfdBytes(options: IrqfdOptions, op: string, deassign: boolean): { bytes: Uint8Array; gsi: number } {
   const o = readOptions(options, op, deassign ? ['eventfd', 'gsi'] : ['eventfd', 'gsi', 'resampleEventfd'], ['eventfd', 'gsi']);
-  if (!(o.eventfd instanceof EventFd)) throw invalidArgument(op, 'eventfd must be an EventFd');
-  if (o.resampleEventfd !== undefined && !(o.resampleEventfd instanceof EventFd)) throw invalidArgument(op, 'resampleEventfd must be an EventFd');
+  if (!EventFd.isEventFd(o.eventfd)) throw invalidArgument(op, 'eventfd must be an EventFd');
+  if (o.resampleEventfd !== undefined && !EventFd.isEventFd(o.resampleEventfd)) throw invalidArgument(op, 'resampleEventfd must be an EventFd');
   const gsi = toUint(o.gsi, 32, 'gsi', op);
   const bytes = new Uint8Array(32);
   const v = view(bytes);
-  v.setUint32(0, o.eventfd.fd, true);
+  v.setUint32(0, EventFd.fdFor(o.eventfd, op), true);
   v.setUint32(4, gsi, true);
   const resample = o.resampleEventfd as EventFd | undefined;
   v.setUint32(8, (deassign ? 1 : 0) | (resample ? 2 : 0), true);
-  if (resample) v.setUint32(12, resample.fd, true);
+  if (resample) v.setUint32(12, EventFd.fdFor(resample, op), true);
   return { bytes, gsi };
 }
 
@@ -384,9 +384,9 @@ export interface IoeventfdOptions {
   pio?: boolean;
 }
 
-function ioeventfdBytes(options: IoeventfdOptions, op: string, deassign: boolean): { bytes: Uint8Array; addr: bigint } {
+function ioeventfdBytes(options: IoeventfdOptions, op: string, deassign: boolean): { bytes: Uint8Array; addr: bigint; len: number } {
   const o = readOptions(options, op, ['eventfd', 'addr', 'len', 'datamatch', 'pio'], ['eventfd', 'addr', 'len']);
-  if (!(o.eventfd instanceof EventFd)) throw invalidArgument(op, 'eventfd must be an EventFd');
+  if (!EventFd.isEventFd(o.eventfd)) throw invalidArgument(op, 'eventfd must be an EventFd');
   const addr = toU64Arg(o.addr, 'addr', op);
   const len = toUint(o.len, 32, 'len', op);
   if (![0, 1, 2, 4, 8].includes(len)) throw invalidArgument(op, 'len must be 0, 1, 2, 4 or 8', { len });
@@ -404,21 +404,21 @@ function ioeventfdBytes(options: IoeventfdOptions, op: string, deassign: boolean
   if (pio) flags |= 2;
   v.setBigUint64(8, addr, true);
   v.setUint32(16, len, true);
-  v.setInt32(20, o.eventfd.fd, true);
+  v.setInt32(20, EventFd.fdFor(o.eventfd, op), true);
   v.setUint32(24, flags, true);
-  return { bytes, addr };
+  return { bytes, addr, len };
 }
 
 /** KVM_IOEVENTFD: a guest write to addr signals the eventfd instead of exiting. */
 export function registerIoeventfd(vm: Vm, options: IoeventfdOptions): void {
   const op = 'KVM_IOEVENTFD';
-  const { bytes, addr } = ioeventfdBytes(options, op, false);
-  callVm(vm, op, { addr, len: options.len }, (fd) => native.vmIoeventfd(fd, bytes));
+  const { bytes, addr, len } = ioeventfdBytes(options, op, false);
+  callVm(vm, op, { addr, len }, (fd) => native.vmIoeventfd(fd, bytes));
 }
 
 /** KVM_IOEVENTFD with KVM_IOEVENTFD_FLAG_DEASSIGN (same options as registered). */
 export function unregisterIoeventfd(vm: Vm, options: IoeventfdOptions): void {
   const op = 'KVM_IOEVENTFD';
-  const { bytes, addr } = ioeventfdBytes(options, op, true);
-  callVm(vm, op, { addr, len: options.len, deassign: true }, (fd) => native.vmIoeventfd(fd, bytes));
+  const { bytes, addr, len } = ioeventfdBytes(options, op, true);
+  callVm(vm, op, { addr, len, deassign: true }, (fd) => native.vmIoeventfd(fd, bytes));
 }
