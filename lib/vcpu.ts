@@ -153,6 +153,11 @@ export class Vcpu extends Resource {
     }
   }
 
+  /** Whether `value` is a real Vcpu (a brand check on its private fd: a Proxy of one, or a look-alike object, is not). */
+  static isVcpu(value: unknown): value is Vcpu {
+    return typeof value === 'object' && value !== null && #fd in value;
+  }
+
   /** @internal The process-wide key of this vcpu, for the addon's long ioctls. */
   get key(): number {
     return this.#key;

@@ -4,7 +4,7 @@
  * are KvmError EINVAL), and writes back the merged state.
  */
 import { invalidArgument } from '../errors.js';
-import { isInstance, readArray, readOptions } from '../vm/struct.js';
+import { bigUint64View, isInstance, readArray, readOptions } from '../vm/struct.js';
 
 /**
  * Merges `update` into `current` field by field. Numbers must stay integers
@@ -23,9 +23,10 @@ export function mergeState<T extends object>(current: T, update: unknown, op: st
       if (list.length !== old.length) throw invalidArgument(op, `${name} must be an array of ${old.length} entries`);
       out[name] = list.map((x, i) => check(`${name}[${i}]`, x, old[i]));
     } else if (isInstance(old, BigUint64Array)) {
-      // ArrayBuffer.isView: a real typed array (a Proxy of one is not, and its slice() would throw).
-      if (!ArrayBuffer.isView(value) || !isInstance(value, BigUint64Array) || value.length !== old.length) throw invalidArgument(op, `${name} must be a BigUint64Array of ${old.length} words`);
-      out[name] = value.slice();
+      // Through the intrinsic getters: a subclass's length or slice() cannot change what is written.
+      const words = bigUint64View(value);
+      if (words === undefined || words.length !== old.length) throw invalidArgument(op, `${name} must be a BigUint64Array of ${old.length} words`);
+      out[name] = words.slice();
     } else if (typeof old === 'object' && old !== null) {
       out[name] = mergeState(old, value, op, check);
     } else {

@@ -60,6 +60,29 @@ export function readOptions(value: unknown, op: string, accepted: readonly strin
   return copy;
 }
 
+const TYPED_ARRAY = Object.getPrototypeOf(Uint8Array.prototype) as object;
+function intrinsicGetter(name: PropertyKey): (this: unknown) => unknown {
+  return Object.getOwnPropertyDescriptor(TYPED_ARRAY, name)!.get! as (this: unknown) => unknown;
+}
+const TA_TAG = intrinsicGetter(Symbol.toStringTag);
+const TA_BUFFER = intrinsicGetter('buffer');
+const TA_OFFSET = intrinsicGetter('byteOffset');
+const TA_LENGTH = intrinsicGetter('length');
+
+/**
+ * A plain BigUint64Array over the memory of `value`, when `value` is a real
+ * BigUint64Array (a subclass instance included), read through the
+ * intrinsic TypedArray getters: a subclass's `length`, `subarray()` or
+ * `slice()`, or a Proxy, cannot make the library (and the kernel) see
+ * another size than the memory really has. undefined for anything else.
+ */
+export function bigUint64View(value: unknown): BigUint64Array | undefined {
+  if (!ArrayBuffer.isView(value) || TA_TAG.call(value) !== 'BigUint64Array') return undefined;
+  const length = TA_LENGTH.call(value) as number;
+  if (length === 0) return new BigUint64Array(0); // detached or empty
+  return new BigUint64Array(TA_BUFFER.call(value) as ArrayBuffer, TA_OFFSET.call(value) as number, length);
+}
+
 /** `value instanceof ctor`, false (not a throw) for a revoked Proxy or a throwing getPrototypeOf trap. */
 export function isInstance<T>(value: unknown, ctor: abstract new (...args: never[]) => T): value is T {
   try {

@@ -242,3 +242,58 @@ describeKvm('setCpuid range-checks every field', () => {
     kvm.close();
   });
 });
+
+describeKvm('a BigUint64Array subclass cannot misstate its size to the kernel', () => {
+  // Before: getDirtyLog passed the kernel what the subclass's subarray() (or
+  // length) claimed, the kernel wrote the slot's whole bitmap past it, and
+  // glibc aborted (malloc(): unaligned tcache chunk detected). In a child
+  // process, its exit status asserted.
+  it('getDirtyLog, clearDirtyLog and setXsave use the real memory of the array', async () => {
+    const { runNodeChild } = await import('./support/child.js');
+    const r = await runNodeChild(
+      `const lib = await import(BUNDLE);
+      const kvm = lib.Kvm.open();
+      const vm = kvm.createVm();
+      const mem = vm.allocateMemory(1 << 30);
+      vm.setMemoryRegion({ slot: 0, guestPhysAddr: 0, memory: mem, logDirtyPages: true });
+      const words = (1 << 30) / 4096 / 64;
+      const out = {};
+      class ShortSub extends BigUint64Array { subarray() { return new BigUint64Array(1); } slice() { return new BigUint64Array(1); } }
+      class LongLength extends BigUint64Array { get length() { return 1 << 20; } }
+      const into = new ShortSub(words);
+      out.get = vm.getDirtyLog(0, into).isDirty(0) === false ? 'clean' : 'dirty';
+      try { vm.getDirtyLog(0, new LongLength(1)); out.long = 'returned'; } catch (e) { out.long = e.code; }
+      const v = vm.createVcpu(0);
+      const x = v.getXsave();
+      const key = Object.keys(x).find((k) => x[k] instanceof BigUint64Array);
+      if (key) { v.setXsave({ [key]: ShortSub.from(x[key]) }); out.xsave = v.getXsave()[key].length === x[key].length ? 'whole' : 'short'; }
+      console.log(JSON.stringify(out));`,
+      { timeoutMs: 90_000 },
+    );
+    expect({ code: r.code, signal: r.signal }, r.stderr).toEqual({ code: 0, signal: null });
+    expect(r.json).toMatchObject({ get: 'clean', long: 'EINVAL' });
+  });
+});
+
+describeKvm('look-alike Vm and Vcpu objects are refused', () => {
+  it('the VM family, dirty rings and the private-memory helpers brand-check their target', async () => {
+    const lib = await import('../../lib/index.js');
+    // Each of these used to reach an ioctl or mmap on whatever fd the look-alike named.
+    const fakeVm = { fdFor: () => 1, memorySlots: () => [], slotAt: () => undefined, checkExtension: () => 1, enableCap: () => undefined };
+    const calls: Record<string, () => unknown> = {
+      resetDirtyRings: () => lib.resetDirtyRings(fakeVm as never),
+      getIrqchip: () => lib.Vm.prototype.getIrqchip.call(fakeVm as never, 'ioapic'),
+      convertMemory: () => lib.convertMemory(fakeVm as never, { guestPhysAddr: 0, size: 4096, private: false }),
+      dirtyRingMap: () => lib.DirtyRing.map({ fd: 1, vm: fakeVm, id: 0 } as never),
+    };
+    for (const [name, call] of Object.entries(calls)) expect(call, name).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+    const kvm = Kvm.open();
+    const vm = kvm.createVm();
+    const r = Proxy.revocable({}, {});
+    r.revoke();
+    expect(() => lib.convertMemory(vm, r.proxy as never)).toThrow(KvmError);
+    await expect(lib.launchPrivateGuest(vm, r.proxy as never)).rejects.toBeInstanceOf(KvmError);
+    vm.close();
+    kvm.close();
+  });
+});
