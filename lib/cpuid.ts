@@ -43,16 +43,27 @@ export function decodeCpuid(bytes: Uint8Array): CpuidEntry[] {
 const CPUID_FIELDS = ['function', 'index', 'flags', 'eax', 'ebx', 'ecx', 'edx'] as const;
 
 /**
+ * A register value: an integer in [0, 2^32), or a negative int32 (what JS
+ * bitwise operators give: `e.ecx & ~bit` is negative when bit 31 is set),
+ * taken as its bit pattern. Anything else (2^32 + 5, -2^31 - 1, 1.5, '7')
+ * is EINVAL naming the field, never truncated.
+ */
+function cpuidField(value: unknown, name: string, op: string): number {
+  if (typeof value === 'number' && Number.isInteger(value) && value < 0 && value >= -(2 ** 31)) return value >>> 0;
+  return toU32(value, name, op);
+}
+
+/**
  * Reads and checks a caller's entries once (each entry and field read once):
- * every entry an object with only CpuidEntry's keys, each given field an
- * integer in [0, 2^32) (number or bigint), else KvmError 'EINVAL' naming it
- * (`entries[3].eax`). A field left out is 0, as the kernel struct's default.
+ * every entry an object with only CpuidEntry's keys, each given field a u32
+ * or int32 (cpuidField), else KvmError 'EINVAL' naming it (`entries[3].eax`).
+ * A field left out is 0, as the kernel struct's default.
  */
 export function readCpuidEntries(entries: unknown, op: string, max = 4096): CpuidEntry[] {
   return readArray(entries, op, 'entries', max).map((raw, i) => {
     const o = readOptions(raw, op, CPUID_FIELDS, [], `entries[${i}]`);
     const e = {} as CpuidEntry;
-    for (const f of CPUID_FIELDS) e[f] = o[f] === undefined ? 0 : toU32(o[f], `entries[${i}].${f}`, op);
+    for (const f of CPUID_FIELDS) e[f] = o[f] === undefined ? 0 : cpuidField(o[f], `entries[${i}].${f}`, op);
     return e;
   });
 }

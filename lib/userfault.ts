@@ -28,7 +28,8 @@
  */
 import { ftruncateSync } from 'node:fs';
 import { callNative, invalidArgument, KvmError } from './errors.js';
-import { isInstance, readOptions } from './vm/struct.js';
+import { opt, readOptions } from './options.js';
+import { isInstance } from './vm/struct.js';
 import { describe, PAGE_SIZE, SIZE_2M, toU64, type U64Like } from './int.js';
 import { HostMemory } from './memory.js';
 import { Mm } from './constants.js';
@@ -354,9 +355,9 @@ export function registerUserfault(memory: HostMemory, options: UserfaultOptions)
   // A brand check: a Proxy of a HostMemory could name another address.
   if (!HostMemory.isHostMemory(memory)) throw invalidArgument(OP, `memory must be a HostMemory, got ${describe(memory)}`);
   // Each option is read once, here, before anything is checked or done (throwing getters and revoked Proxies are EINVAL).
-  const o = readOptions(options, OP, ['mode', 'source', 'handler', 'granule', 'offset', 'length', 'onError'], ['mode']);
+  const o = readOptions(options, OP, { mode: opt.any, source: opt.any, handler: opt.any, granule: opt.any, offset: opt.any, length: opt.any, onError: opt.any }, { required: true });
   const { mode, source: sourceIn, handler, granule: granuleName, offset: offsetIn, length: lengthIn, onError } = o;
-  const source = typeof sourceIn === 'object' && sourceIn !== null && !isInstance(sourceIn, Uint8Array) ? readOptions(sourceIn, OP, ['fd', 'offset'], ['fd'], 'source') : sourceIn;
+  const source = typeof sourceIn === 'object' && sourceIn !== null && !isInstance(sourceIn, Uint8Array) ? readOptions(sourceIn, OP, { fd: opt.any, offset: opt.any }, { name: 'source' }) : sourceIn;
   if (mode !== 'missing' && mode !== 'minor') throw invalidArgument(OP, `mode must be 'missing' or 'minor', got ${describe(mode)}`);
   if (handler !== undefined && typeof handler !== 'function') throw invalidArgument(OP, 'handler must be a function');
   if (onError !== undefined && typeof onError !== 'function') throw invalidArgument(OP, 'onError must be a function');

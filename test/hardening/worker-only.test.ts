@@ -49,4 +49,20 @@ describeKvm('a worker that alone loaded node-kvm is terminated', () => {
   it('with runAsync() in flight (the vcpu thread lives on)', async () => {
     expectClean(await runNodeChild(terminateWorker(`spinner().runAsync(); parentPort.postMessage('running');`), { timeoutMs: HANG }));
   });
+
+  it('with a populate() blocked on a fault its userfault handler never answers', async () => {
+    // Before: Node waited for the stuck thread-pool populate before running any
+    // cleanup hook, and only the handler could answer: terminate() never
+    // returned. Now the serving thread asks every 100 ms whether JS can still
+    // answer and, once the worker is terminating, answers with the default.
+    expectClean(
+      await runNodeChild(
+        terminateWorker(`const m = lib.HostMemory.allocate(1 << 20);
+        lib.registerUserfault(m, { mode: 'missing', handler: () => new Promise(() => {}) });
+        m.populate().catch(() => {});
+        parentPort.postMessage('faulting');`),
+        { timeoutMs: HANG },
+      ),
+    );
+  });
 });
