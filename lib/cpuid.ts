@@ -1,6 +1,7 @@
 /** kvm_cpuid_entry2 encoding: CPUID leaves as plain objects. */
-import { toU32 } from './int.js';
-import { readArray, readOptions } from './vm/struct.js';
+import { invalidArgument, KvmError } from './errors.js';
+import { describe, toU32 } from './int.js';
+import { readArray } from './vm/struct.js';
 
 /** One CPUID leaf/subleaf as KVM reports and accepts it. */
 export interface CpuidEntry {
@@ -60,12 +61,28 @@ function cpuidField(value: unknown, name: string, op: string): number {
  * A field left out is 0, as the kernel struct's default.
  */
 export function readCpuidEntries(entries: unknown, op: string, max = 4096): CpuidEntry[] {
-  return readArray(entries, op, 'entries', max).map((raw, i) => {
-    const o = readOptions(raw, op, CPUID_FIELDS, [], `entries[${i}]`);
-    const e = {} as CpuidEntry;
-    for (const f of CPUID_FIELDS) e[f] = o[f] === undefined ? 0 : cpuidField(o[f], `entries[${i}].${f}`, op);
-    return e;
-  });
+  const list = readArray(entries, op, 'entries', max);
+  const out: CpuidEntry[] = new Array(list.length);
+  for (let i = 0; i < list.length; i++) {
+    // Read field by field (no per-entry copy: a VMM sets CPUID for every vcpu, thousands of times).
+    const raw = list[i];
+    let e: CpuidEntry;
+    try {
+      if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw invalidArgument(op, `entries[${i}] must be an object, got ${describe(raw)}`);
+      const keys = Object.keys(raw);
+      for (const k of keys) {
+        if (!(CPUID_FIELDS as readonly string[]).includes(k)) throw invalidArgument(op, `unknown key ${JSON.stringify(k)} of entries[${i}]; accepted: ${CPUID_FIELDS.join(', ')}`, { key: k });
+      }
+      const r = raw as Record<string, unknown>;
+      const field = (f: (typeof CPUID_FIELDS)[number]): number => (r[f] === undefined ? 0 : cpuidField(r[f], `entries[${i}].${f}`, op));
+      e = { function: field('function'), index: field('index'), flags: field('flags'), eax: field('eax'), ebx: field('ebx'), ecx: field('ecx'), edx: field('edx') };
+    } catch (err) {
+      if (err instanceof KvmError) throw err;
+      throw new KvmError(`${op}: entries[${i}] cannot be read (${String((err as Error)?.message ?? err)})`, { code: 'EINVAL', syscall: 'ioctl', ioctl: op, args: { index: i }, cause: err });
+    }
+    out[i] = e;
+  }
+  return out;
 }
 
 /** Encodes entries as an array of kvm_cpuid_entry2 (padding zeroed). */
