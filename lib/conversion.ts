@@ -25,7 +25,8 @@ import type { MemoryFaultExit } from './exit.js';
 import { PAGE_SIZE, toU64, type U64Like } from './int.js';
 import { Mm } from './constants.js';
 import type { MemorySlot } from './memslots.js';
-import type { Vm } from './vm.js';
+import { Vm } from './vm.js';
+import { readOptions } from './vm/struct.js';
 
 /** Options of convertMemory(). */
 export interface ConvertMemoryOptions {
@@ -80,13 +81,16 @@ function covering(vm: Vm, gpa: bigint, end: bigint, args: Record<string, unknown
  * kernel refuses.
  */
 export function convertMemory(vm: Vm, options: ConvertMemoryOptions): ConversionResult {
+  if (!Vm.isVm(vm)) throw invalidArgument(OP, 'vm must be a Vm');
   if (typeof options !== 'object' || options === null) throw invalidArgument(OP, 'options must be an object { guestPhysAddr, size, private }');
-  const gpa = toU64(options.guestPhysAddr, 'guestPhysAddr', OP);
-  const size = toU64(options.size, 'size', OP);
-  const toPrivate = options.private;
+  // Read once (throwing getters and revoked Proxies are EINVAL), then checked and used.
+  const o = readOptions(options, OP, ['guestPhysAddr', 'size', 'private', 'fallocate', 'discardShared']);
+  const gpa = toU64(o.guestPhysAddr as U64Like, 'guestPhysAddr', OP);
+  const size = toU64(o.size as U64Like, 'size', OP);
+  const toPrivate = o.private;
   if (typeof toPrivate !== 'boolean') throw invalidArgument(OP, 'private must be a boolean', { private: String(toPrivate) });
-  const fallocate = options.fallocate ?? true;
-  const discardShared = options.discardShared ?? false;
+  const fallocate = o.fallocate ?? true;
+  const discardShared = o.discardShared ?? false;
   if (typeof fallocate !== 'boolean' || typeof discardShared !== 'boolean') throw invalidArgument(OP, 'fallocate and discardShared must be booleans');
   const args = { guestPhysAddr: gpa, size, private: toPrivate };
   if (size === 0n || gpa % PAGE_SIZE !== 0n || size % PAGE_SIZE !== 0n) throw invalidArgument(OP, 'guestPhysAddr and size must be page aligned and size non-zero', args);
@@ -140,12 +144,14 @@ export interface AnswerMemoryFaultOptions {
  */
 export function answerMemoryFault(vm: Vm, exit: MemoryFaultExit, options: AnswerMemoryFaultOptions = {}): ConversionResult {
   if (typeof exit !== 'object' || exit === null || exit.reason !== 'memory-fault') throw invalidArgument('answerMemoryFault', "exit must be a 'memory-fault' exit");
-  const fallback = options.fallback ?? 'refuse';
+  const o = readOptions(options, 'answerMemoryFault', ['fallback', 'fallocate']);
+  const fallback = o.fallback ?? 'refuse';
   if (fallback !== 'refuse' && fallback !== 'shared') throw invalidArgument('answerMemoryFault', "fallback must be 'refuse' or 'shared'", { fallback: String(fallback) });
   // The exit's range is page aligned (KVM reports whole pages).
   const gpa = exit.gpa & ~(PAGE_SIZE - 1n);
   const size = ((exit.gpa + (exit.size > 0n ? exit.size : PAGE_SIZE) + PAGE_SIZE - 1n) & ~(PAGE_SIZE - 1n)) - gpa;
-  const fallocate = options.fallocate ?? true;
+  const fallocate = o.fallocate ?? true;
+  if (typeof fallocate !== 'boolean') throw invalidArgument('answerMemoryFault', 'fallocate must be a boolean');
   try {
     return convertMemory(vm, { guestPhysAddr: gpa, size, private: exit.private, fallocate });
   } catch (e) {

@@ -68,8 +68,8 @@ export class Device extends Resource {
   /** KVM_SET_DEVICE_ATTR. */
   setAttr(attribute: DeviceAttrValue): void {
     const op = 'KVM_SET_DEVICE_ATTR';
+    const a = readAttr(attribute, op, true); // read before the open check: a getter cannot close and recycle the fd
     this.assertOpen(op);
-    const a = readAttr(attribute, op, true);
     let buf: Uint8Array | null = null;
     if (a.value !== undefined) {
       buf = new Uint8Array(a.size);
@@ -83,8 +83,8 @@ export class Device extends Resource {
   /** KVM_GET_DEVICE_ATTR: the attribute's value (a u64, or a u32 with size 4). */
   getAttr(attribute: DeviceAttrId & { size?: 4 | 8 }): bigint {
     const op = 'KVM_GET_DEVICE_ATTR';
+    const a = readAttr(attribute, op, false); // read before the open check (see setAttr)
     this.assertOpen(op);
-    const a = readAttr(attribute, op, false);
     const buf = new Uint8Array(a.size);
     callNative(op, { group: a.group, attr: a.attr }, () => native.getDeviceAttr(this.#fd, a.group, a.attr, buf));
     const v = new DataView(buf.buffer);
@@ -94,8 +94,8 @@ export class Device extends Resource {
   /** KVM_HAS_DEVICE_ATTR: whether the device knows the attribute (ENXIO gives false). */
   hasAttr(attribute: DeviceAttrId): boolean {
     const op = 'KVM_HAS_DEVICE_ATTR';
+    const a = readAttr(attribute, op, false); // read before the open check (see setAttr)
     this.assertOpen(op);
-    const a = readAttr(attribute, op, false);
     return callNative(op, { group: a.group, attr: a.attr }, () => native.hasDeviceAttr(this.#fd, a.group, a.attr));
   }
 }

@@ -11,6 +11,7 @@
  */
 import { callNative, closedError, invalidArgument, KvmError, toKvmError, type ErrorArgs } from './errors.js';
 import { describe } from './int.js';
+import { isAbortSignal } from './options.js';
 import { native } from './native.js';
 import { Resource } from './resource.js';
 import { readOptions, toBool, toUint } from './vm/struct.js';
@@ -46,6 +47,25 @@ export class EventFd extends Resource {
     this.#fd = fd;
   }
 
+  /**
+   * Whether `value` is a real EventFd (a brand check on its private field:
+   * an object made with Object.create(EventFd.prototype), or a Proxy of one,
+   * is not; a subclass instance is, and its own fd is used).
+   */
+  static isEventFd(value: unknown): value is EventFd {
+    return typeof value === 'object' && value !== null && #fd in value;
+  }
+
+  /**
+   * @internal The fd of a brand-checked EventFd for `op`, read from its
+   * private field (a getter overridden by a subclass or a Proxy cannot name
+   * another fd); ECLOSED after close().
+   */
+  static fdFor(eventFd: EventFd, op: string): number {
+    eventFd.assertOpen(op);
+    return eventFd.#fd;
+  }
+
   /** The fd number (for KVM_IRQFD/KVM_IOEVENTFD, or to write from another thread). */
   get fd(): number {
     this.assertOpen('fd');
@@ -76,7 +96,7 @@ export class EventFd extends Resource {
     let signal: AbortSignal | undefined;
     try {
       const o = readOptions(options, 'eventfd wait', ['signal']);
-      if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw invalidArgument('eventfd wait', 'signal must be an AbortSignal');
+      if (o.signal !== undefined && !isAbortSignal(o.signal)) throw invalidArgument('eventfd wait', 'signal must be an AbortSignal');
       signal = o.signal as AbortSignal | undefined;
       this.assertOpen('eventfd wait');
       if (signal?.aborted) throw new KvmError('eventfd wait aborted', { code: 'ABORT_ERR', args: { fd: this.#fd } });

@@ -25,10 +25,11 @@ import { convertMemory, type ConversionResult } from './conversion.js';
 import { invalidArgument, KvmError } from './errors.js';
 import type { MailboxDriver } from './guest/mailbox.js';
 import { PAGE_SIZE, toU64, type U64Like } from './int.js';
-import type { HostMemory } from './memory.js';
+import { HostMemory } from './memory.js';
 import type { PreFaultResult } from './prefault/index.js';
-import type { Vcpu } from './vcpu.js';
-import type { Vm } from './vm.js';
+import { Vcpu } from './vcpu.js';
+import { Vm } from './vm.js';
+import { readOptions } from './vm/struct.js';
 
 /** One initial page run: `data` (a whole number of pages) goes to `guestPhysAddr`. */
 export interface LaunchPages {
@@ -120,18 +121,26 @@ export interface PrivateLaunch {
  */
 export async function launchPrivateGuest(vm: Vm, options: PrivateLaunchOptions): Promise<PrivateLaunch> {
   const op = 'launchPrivateGuest';
-  if (typeof options !== 'object' || options === null) throw invalidArgument(op, 'options must be an object');
-  const runs = checkPages(options.pages, op);
-  const stagingGpa = toU64(options.staging.guestPhysAddr, 'staging.guestPhysAddr', op);
-  const stagingOffset = toU64(options.staging.offset ?? 0n, 'staging.offset', op);
-  const stagingSize = toU64(options.staging.size, 'staging.size', op);
-  const memory = options.staging.memory;
+  if (!Vm.isVm(vm)) throw invalidArgument(op, 'vm must be a Vm');
+  // Every option read once, here (a getter or Proxy cannot swap the pages between their check and their use).
+  const o = readOptions(options, op, ['pages', 'vcpu', 'loader', 'staging', 'engine'], ['pages', 'vcpu', 'loader', 'staging']);
+  const st = readOptions(o.staging, op, ['guestPhysAddr', 'memory', 'offset', 'size'], ['guestPhysAddr', 'memory', 'size'], 'staging');
+  const runs = checkPages(o.pages as readonly LaunchPages[], op);
+  const stagingGpa = toU64(st.guestPhysAddr as U64Like, 'staging.guestPhysAddr', op);
+  const stagingOffset = toU64((st.offset ?? 0n) as U64Like, 'staging.offset', op);
+  const stagingSize = toU64(st.size as U64Like, 'staging.size', op);
+  if (!HostMemory.isHostMemory(st.memory)) throw invalidArgument(op, 'staging.memory must be a HostMemory');
+  if (!Vcpu.isVcpu(o.vcpu)) throw invalidArgument(op, 'vcpu must be a Vcpu');
+  const memory = st.memory;
+  const vcpu = o.vcpu;
+  const loader = o.loader as MailboxDriver;
+  const engine = (o.engine ?? 'auto') as 'auto' | 'kernel' | 'software';
   for (const r of runs) {
     if (BigInt(r.data.length) > stagingSize) throw invalidArgument(op, 'a page run is larger than the staging buffer', { guestPhysAddr: r.gpa, length: r.data.length, stagingSize });
     const slot = vm.slotAt(r.gpa);
     if (!slot?.guestMemfd) throw new KvmError(`${op}: gpa 0x${r.gpa.toString(16)} is not in a guest_memfd slot`, { code: 'EINVAL', args: { guestPhysAddr: r.gpa } });
   }
-  const measurement = measureLaunchPages(options.pages);
+  const measurement = measureLaunchPages(runs.map((r) => ({ guestPhysAddr: r.gpa, data: r.data })));
   const conversions: ConversionResult[] = [];
   const preFaults: PreFaultResult[] = [];
   let bytesLoaded = 0n;
@@ -139,9 +148,9 @@ export async function launchPrivateGuest(vm: Vm, options: PrivateLaunchOptions):
   for (const r of runs) {
     const size = BigInt(r.data.length);
     conversions.push(convertMemory(vm, { guestPhysAddr: r.gpa, size, private: true, fallocate: true }));
-    preFaults.push(await options.vcpu.preFaultMemory({ gpa: r.gpa, size }, { engine: options.engine ?? 'auto' }));
+    preFaults.push(await vcpu.preFaultMemory({ gpa: r.gpa, size }, { engine }));
     staging.set(r.data, 0);
-    const answer = await options.loader.copy(r.gpa, size, stagingGpa);
+    const answer = await loader.copy(r.gpa, size, stagingGpa);
     if (answer.status !== 0n) throw new KvmError(`${op}: the loader failed copying to 0x${r.gpa.toString(16)}`, { code: 'EIO', args: { guestPhysAddr: r.gpa } });
     bytesLoaded += size;
   }

@@ -128,7 +128,7 @@ export interface NativeAddon {
   vmRegisterCoalescedMmio(vmFd: number, bytes: Uint8Array): number;
   vmUnregisterCoalescedMmio(vmFd: number, bytes: Uint8Array): number;
   vmSetBootCpuId(vmFd: number, id: number): number;
-  vmGetDirtyLog(vmFd: number, slot: number, bitmap: Uint8Array): void;
+  vmGetDirtyLog(vmFd: number, slot: number, bitmap: Uint8Array, pages: number): void;
   vmClearDirtyLog(vmFd: number, slot: number, firstPage: bigint, numPages: number, bitmap: Uint8Array): void;
   vcpuGetFpu(vcpuFd: number): Uint8Array;
   vcpuSetFpu(vcpuFd: number, bytes: Uint8Array): number;

@@ -28,6 +28,8 @@
  */
 import { ftruncateSync } from 'node:fs';
 import { callNative, invalidArgument, KvmError } from './errors.js';
+import { opt, readOptions } from './options.js';
+import { isInstance } from './vm/struct.js';
 import { describe, PAGE_SIZE, SIZE_2M, toU64, type U64Like } from './int.js';
 import { HostMemory } from './memory.js';
 import { Mm } from './constants.js';
@@ -350,22 +352,20 @@ export class Userfault extends Resource {
  * the memory closes the Userfault first.
  */
 export function registerUserfault(memory: HostMemory, options: UserfaultOptions): Userfault {
-  if (!(memory instanceof HostMemory)) throw invalidArgument(OP, 'memory must be a HostMemory');
-  if (typeof options !== 'object' || options === null) throw invalidArgument(OP, `options must be an object, got ${describe(options)}`);
-  const known = ['mode', 'source', 'handler', 'granule', 'offset', 'length', 'onError'];
-  for (const key of Object.keys(options)) {
-    if (!known.includes(key)) throw invalidArgument(OP, `unknown option ${JSON.stringify(key)}; accepted: ${known.join(', ')}`, { key });
-  }
-  // Each option is read once, here, before anything is checked or done.
-  const { mode, source, handler, granule: granuleName, offset: offsetIn, length: lengthIn, onError } = options;
+  // A brand check: a Proxy of a HostMemory could name another address.
+  if (!HostMemory.isHostMemory(memory)) throw invalidArgument(OP, `memory must be a HostMemory, got ${describe(memory)}`);
+  // Each option is read once, here, before anything is checked or done (throwing getters and revoked Proxies are EINVAL).
+  const o = readOptions(options, OP, { mode: opt.any, source: opt.any, handler: opt.any, granule: opt.any, offset: opt.any, length: opt.any, onError: opt.any }, { required: true });
+  const { mode, source: sourceIn, handler, granule: granuleName, offset: offsetIn, length: lengthIn, onError } = o;
+  const source = typeof sourceIn === 'object' && sourceIn !== null && !isInstance(sourceIn, Uint8Array) ? readOptions(sourceIn, OP, { fd: opt.any, offset: opt.any }, { name: 'source' }) : sourceIn;
   if (mode !== 'missing' && mode !== 'minor') throw invalidArgument(OP, `mode must be 'missing' or 'minor', got ${describe(mode)}`);
   if (handler !== undefined && typeof handler !== 'function') throw invalidArgument(OP, 'handler must be a function');
   if (onError !== undefined && typeof onError !== 'function') throw invalidArgument(OP, 'onError must be a function');
   if (granuleName !== undefined && granuleName !== '4k' && granuleName !== '2m') throw invalidArgument(OP, `granule must be '4k' or '2m', got ${describe(granuleName)}`);
   const granule = granuleName === '2m' ? SIZE_2M : PAGE_SIZE;
-  const offset = toU64(offsetIn ?? 0n, 'offset', OP);
+  const offset = toU64((offsetIn ?? 0n) as U64Like, 'offset', OP);
   if (memory.closed) throw new KvmError('registerUserfault on a closed HostMemory', { code: 'ECLOSED', syscall: OP });
-  const length = toU64(lengthIn ?? (memory.size > offset ? memory.size - offset : 0n), 'length', OP);
+  const length = toU64((lengthIn as U64Like | undefined) ?? (memory.size > offset ? memory.size - offset : 0n), 'length', OP);
   if (offset % PAGE_SIZE !== 0n || length % PAGE_SIZE !== 0n || length === 0n) throw invalidArgument(OP, 'offset and length must be page aligned, length non-zero', { offset, length });
   if (offset > memory.size || length > memory.size - offset) throw invalidArgument(OP, 'range outside the memory', { offset, length, size: memory.size });
 
@@ -377,7 +377,7 @@ export function registerUserfault(memory: HostMemory, options: UserfaultOptions)
   else if (source === 'keep') {
     if (mode !== 'minor') throw invalidArgument(OP, "source 'keep' is for mode 'minor' (a missing page has no contents to keep)");
     policy = POLICY.keep;
-  } else if (source instanceof Uint8Array) {
+  } else if (isInstance(source, Uint8Array)) {
     policy = POLICY.bytes;
     bytes = source;
   } else if (typeof source === 'object' && source !== null) {
@@ -410,7 +410,7 @@ export function registerUserfault(memory: HostMemory, options: UserfaultOptions)
     const ctor = addon.Userfault;
     return new ctor(start, length, mode === 'minor' ? 1 : 0, granule, policy, bytes, fileFd, fileOffset, minorFd, offset, onMessage, handler !== undefined);
   });
-  uf = Userfault.create(memory, mode, offset, length, granule, nat, handler, onError);
+  uf = Userfault.create(memory, mode, offset, length, granule, nat, handler as UserfaultHandler | undefined, onError as ((error: KvmError) => void) | undefined);
   const created = uf;
   created.attach(memory.onClosed(() => created.close()));
   created.joinExitSet();

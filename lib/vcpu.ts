@@ -4,14 +4,13 @@
  * worker_thread. Pre-faulting lives in prefault/ and is attached here as
  * preFaultMemory()/preFaultMemorySync().
  */
-import { encodeCpuid, type CpuidEntry } from './cpuid.js';
+import { encodeCpuid, readCpuidEntries, type CpuidEntry } from './cpuid.js';
 import { callNative, KvmError, type ErrorArgs } from './errors.js';
 import type { CapName } from './constants.js';
 import * as state from './vcpu/index.js';
 import { ExitDecoder, type VcpuExit } from './exit.js';
 import { native, type NativeMapping } from './native.js';
 import { applySregsUpdate, decodeRegs, decodeSregs, encodeRegs, encodeSregs, regsUpdate, sregsUpdate, type Regs, type Segment, type Sregs } from './regs.js';
-import { readArray } from './options.js';
 import { Resource } from './resource.js';
 import { StatsReader, type StatDescriptor, type VcpuStats } from './stats.js';
 import type { Vm } from './vm.js';
@@ -154,6 +153,11 @@ export class Vcpu extends Resource {
     }
   }
 
+  /** Whether `value` is a real Vcpu (a brand check on its private fd: a Proxy of one, or a look-alike object, is not). */
+  static isVcpu(value: unknown): value is Vcpu {
+    return typeof value === 'object' && value !== null && #fd in value;
+  }
+
   /** @internal The process-wide key of this vcpu, for the addon's long ioctls. */
   get key(): number {
     return this.#key;
@@ -182,7 +186,7 @@ export class Vcpu extends Resource {
 
   /** KVM_SET_CPUID2. Usually given kvm.supportedCpuid(). */
   setCpuid(entries: readonly CpuidEntry[]): void {
-    const table = callNative('KVM_SET_CPUID2', {}, () => encodeCpuid(readArray(entries, 'KVM_SET_CPUID2', 'entries', 4096) as CpuidEntry[]));
+    const table = encodeCpuid(readCpuidEntries(entries, 'KVM_SET_CPUID2')); // read and range-checked before the open check
     this.assertOpen('KVM_SET_CPUID2');
     this.ioctl('KVM_SET_CPUID2', { entries: table.length / 40 }, (fd) => native.setCpuid2(fd, table));
   }

@@ -91,6 +91,11 @@ export class Vm extends Resource {
     return new Vm(kvm, fd, type, caps);
   }
 
+  /** Whether `value` is a real Vm (a brand check on its private fd: a Proxy of one, or an object with Vm's prototype, is not). */
+  static isVm(value: unknown): value is Vm {
+    return typeof value === 'object' && value !== null && #fd in value;
+  }
+
   /** The pre-fault engine remembered for this VM (see Vcpu.preFaultMemory()), once one was decided. */
   get preFaultEngine(): Readonly<{ engine: 'kernel' | 'software'; reason: string }> | undefined {
     return this.#preFaultEngine;

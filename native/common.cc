@@ -119,4 +119,16 @@ void SyscallWorker::Complete(napi_env env, napi_status status, void* self) {
   napi_close_handle_scope(env, scope);
 }
 
+// Whether this thread's environment can still run JavaScript: calling a no-op
+// fails with napi_pending_exception once a worker is terminating.
+bool CanCallJs(napi_env env) {
+  napi_value global, fn, result;
+  if (napi_get_global(env, &global) != napi_ok) return false;
+  if (napi_create_function(env, "noop", NAPI_AUTO_LENGTH, [](napi_env, napi_callback_info) -> napi_value { return nullptr; },
+                           nullptr, &fn) != napi_ok) {
+    return false;
+  }
+  return napi_call_function(env, global, fn, 0, nullptr, &result) == napi_ok;
+}
+
 }  // namespace nkvm

@@ -47,6 +47,10 @@ class SyscallWorker {
 // { rc, errno } as a plain object.
 Napi::Object ResultObject(Napi::Env env, long rc, int err);
 
+// Whether this thread's environment can still run JavaScript (false once a
+// worker is terminating; common.cc).
+bool CanCallJs(napi_env env);
+
 void InitSystem(Napi::Env env, Napi::Object exports);
 void InitVm(Napi::Env env, Napi::Object exports);
 void InitVcpu(Napi::Env env, Napi::Object exports);

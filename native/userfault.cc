@@ -92,16 +92,25 @@ struct Request {
   std::vector<uint8_t> bytes;
 };
 
-// What the thread tells JS: a fault to decide, or a report (an error message).
+// What the thread tells JS: a fault to decide, a report (an error message),
+// or, with `jsGone`, a ping asking whether JS can still answer at all.
 struct Message {
-  std::shared_ptr<Request> request;  // null for a report
+  std::shared_ptr<Request> request;  // null for a report or a ping
   std::string report;
+  std::shared_ptr<std::atomic<bool>> jsGone;  // set for a ping
 };
 
 // JS side of a message: onMessage(id, offset, flags, tid) for a fault,
 // onMessage(0n, 0n, 0n, 0, text) for a report.
 void CallJs(Napi::Env env, Napi::Function fn, std::nullptr_t*, Message* m) {
   std::unique_ptr<Message> owned(m);
+  if (m->jsGone) {
+    // A worker being terminated never answers the faults it holds, and Node
+    // waits for the thread-pool call stuck on them before it runs our
+    // cleanup hook: tell the thread to answer them with the default.
+    if (env == nullptr || !CanCallJs(env)) m->jsGone->store(true);
+    return;
+  }
   if (env == nullptr || fn.IsEmpty()) return;
   try {
     if (m->request) {
@@ -188,12 +197,14 @@ class Server {
   bool stopped_ = false;
   uint64_t nextId_ = 1;
   std::unordered_map<uint64_t, std::shared_ptr<Request>> pending_;
+  // Set (by a ping's CallJs) once this Userfault's JS thread can no longer run JavaScript.
+  std::shared_ptr<std::atomic<bool>> jsGone_ = std::make_shared<std::atomic<bool>>(false);
   std::vector<uint8_t> page_;  // the thread's staging buffer (one granule)
 
   void Report(const std::string& text) {
     counters_.errors++;
     if (!tsfn_) return;
-    auto* m = new Message{nullptr, text};
+    auto* m = new Message{nullptr, text, nullptr};
     if (tsfn_.NonBlockingCall(m) != napi_ok) delete m;
   }
 
@@ -253,7 +264,7 @@ class Server {
         }
       }
       if (req) {
-        auto* m = new Message{req, {}};
+        auto* m = new Message{req, {}, nullptr};
         if (tsfn_.NonBlockingCall(m) != napi_ok) {
           delete m;
           std::lock_guard<std::mutex> lock(mu_);
@@ -263,7 +274,17 @@ class Server {
       }
       if (req) {
         std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [&] { return req->done || stopped_; });
+        auto settled = [&] { return req->done || stopped_ || jsGone_->load(); };
+        // While JS takes long, ask every 100 ms whether it can still answer.
+        while (!cv_.wait_for(lock, std::chrono::milliseconds(100), settled)) {
+          lock.unlock();
+          auto* ping = new Message{nullptr, {}, jsGone_};
+          if (tsfn_.NonBlockingCall(ping) != napi_ok) {
+            delete ping;
+            jsGone_->store(true);  // the function is closing: nobody will answer
+          }
+          lock.lock();
+        }
         if (req->done) {
           answer = req->answer;
           counters_.jsAnswers++;

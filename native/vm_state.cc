@@ -38,7 +38,11 @@ Napi::Value GetDirtyLogCall(const Napi::CallbackInfo& info) {
   DirtyLog log{};
   log.slot = ArgUint32(info, 1, "slot");
   Napi::Uint8Array bitmap = ArgBytes(info, 2, "bitmap");
+  // The kernel writes one bit per page of the slot: a shorter buffer would be overrun.
+  uint64_t pages = ArgUint32(info, 3, "pages");
+  uint64_t need = (pages + 63) / 64 * 8;
   if (bitmap.ByteLength() == 0 || bitmap.ByteLength() % 8 != 0) throw Napi::RangeError::New(info.Env(), "bitmap must be a non-empty multiple of 8 bytes");
+  if (bitmap.ByteLength() < need) throw Napi::RangeError::New(info.Env(), "bitmap is smaller than the slot's pages");
   log.dirty_bitmap = reinterpret_cast<uint64_t>(bitmap.Data());
   if (::ioctl(fd, kGetDirtyLog, &log) < 0) ThrowErrno(info.Env(), errno, "ioctl", "KVM_GET_DIRTY_LOG");
   return info.Env().Undefined();

@@ -10,7 +10,7 @@ import { invalidArgument } from '../errors.js';
 import { native } from '../native.js';
 import type { Vcpu } from '../vcpu.js';
 import { encodeEnableCap } from '../vm/state.js';
-import { readOptions, toU64Arg, toUint, view } from '../vm/struct.js';
+import { bigUint64View, readOptions, toU64Arg, toUint, view } from '../vm/struct.js';
 
 /** Result of KVM_TRANSLATE. */
 export interface Translation {
@@ -142,8 +142,8 @@ export function setNestedState(vcpu: Vcpu, state: NestedState): void {
   const op = 'KVM_SET_NESTED_STATE';
   const o = readOptions(state, op, ['flags', 'format', 'vmx', 'svm', 'data'], ['flags', 'format', 'data'], 'state');
   if (nestedStateSize(vcpu) < NESTED_HEADER) throw unsupported(op);
-  if (!(o.data instanceof BigUint64Array)) throw invalidArgument(op, 'data must be a BigUint64Array');
-  const data = o.data;
+  const data = bigUint64View(o.data); // intrinsic getters: a subclass cannot misstate its size
+  if (data === undefined) throw invalidArgument(op, 'data must be a BigUint64Array');
   const formatNo = o.format === 'vmx' ? 0 : o.format === 'svm' ? 1 : toUint(o.format, 16, 'format', op);
   const bytes = new Uint8Array(NESTED_HEADER + data.byteLength);
   const v = view(bytes);

@@ -4,7 +4,7 @@
  * are KvmError EINVAL), and writes back the merged state.
  */
 import { invalidArgument } from '../errors.js';
-import { readOptions } from '../vm/struct.js';
+import { bigUint64View, isInstance, readArray, readOptions } from '../vm/struct.js';
 
 /**
  * Merges `update` into `current` field by field. Numbers must stay integers
@@ -19,11 +19,14 @@ export function mergeState<T extends object>(current: T, update: unknown, op: st
     if (value === undefined) continue;
     const old = (current as Record<string, unknown>)[name];
     if (Array.isArray(old)) {
-      if (!Array.isArray(value) || value.length !== old.length) throw invalidArgument(op, `${name} must be an array of ${old.length} entries`);
-      out[name] = Array.from(value, (x, i) => check(`${name}[${i}]`, x, old[i]));
-    } else if (old instanceof BigUint64Array) {
-      if (!(value instanceof BigUint64Array) || value.length !== old.length) throw invalidArgument(op, `${name} must be a BigUint64Array of ${old.length} words`);
-      out[name] = value.slice();
+      const list = readArray(value, op, name, old.length); // each element read once; traps and getters are EINVAL
+      if (list.length !== old.length) throw invalidArgument(op, `${name} must be an array of ${old.length} entries`);
+      out[name] = list.map((x, i) => check(`${name}[${i}]`, x, old[i]));
+    } else if (isInstance(old, BigUint64Array)) {
+      // Through the intrinsic getters: a subclass's length or slice() cannot change what is written.
+      const words = bigUint64View(value);
+      if (words === undefined || words.length !== old.length) throw invalidArgument(op, `${name} must be a BigUint64Array of ${old.length} words`);
+      out[name] = words.slice();
     } else if (typeof old === 'object' && old !== null) {
       out[name] = mergeState(old, value, op, check);
     } else {

@@ -94,8 +94,8 @@ export function msrFeatureIndexList(kvm: Kvm): number[] {
 /** KVM_GET_MSRS on the system fd: the values of feature MSRs (e.g. ARCH_CAPABILITIES). */
 export function getMsrFeatures(kvm: Kvm, indices: readonly number[]): MsrEntry[] {
   const op = 'KVM_GET_MSRS';
+  const { bytes, list } = indexBytes(indices, op); // read before the fd is taken: an element getter cannot recycle it
   const fd = kvm.fd;
-  const { bytes, list } = indexBytes(indices, op);
   const done = callNative(op, { count: list.length, fd: 'system' }, () => native.getMsrs(fd, bytes));
   if (done < list.length) throw partialError(op, list, done);
   return decodeEntries(bytes, done);

@@ -8,9 +8,9 @@
  * struct kvm_sync_regs at 304 (regs 144 bytes, sregs 312, events 64).
  */
 import { invalidArgument } from '../errors.js';
-import { decodeRegs, decodeSregs, encodeRegs, encodeSregs, type Regs, type Sregs } from '../regs.js';
+import { decodeRegs, decodeSregs, encodeRegs, encodeSregs, regsUpdate, type Regs, type Sregs } from '../regs.js';
 import type { Vcpu } from '../vcpu.js';
-import { toEnum } from '../vm/struct.js';
+import { readOptions, toEnum } from '../vm/struct.js';
 import { decodeEvents, encodeEvents, type VcpuEvents } from './events.js';
 
 /** KVM_SYNC_X86_* bits by name. */
@@ -87,12 +87,12 @@ export function syncRegs(vcpu: Vcpu, run: Uint8Array): SyncRegs {
  */
 export function setSyncRegs(vcpu: Vcpu, run: Uint8Array, parts: Partial<SyncRegs>): void {
   const op = 'setSyncRegs';
-  if (typeof parts !== 'object' || parts === null) throw invalidArgument(op, 'parts must be an object { regs?, sregs?, events? }');
-  const copy = { ...parts } as Record<string, unknown>;
-  for (const k of Object.keys(copy)) if (!Object.hasOwn(SYNC_REGS, k)) throw invalidArgument(op, `unknown part ${JSON.stringify(k)}; accepted: regs, sregs, events`);
+  // Read once (throwing getters, revoked Proxies: EINVAL); regs range-checked as setRegs() does, never truncated.
+  const copy = readOptions(parts, op, Object.keys(SYNC_REGS), [], 'parts');
+  const regs = copy.regs === undefined ? undefined : regsUpdate(copy.regs, op);
   const encoded: [number, Uint8Array, bigint][] = [];
   try {
-    if (copy.regs !== undefined) encoded.push([REGS, encodeRegs(copy.regs as Regs), 1n]);
+    if (regs !== undefined) encoded.push([REGS, encodeRegs(regs as Regs), 1n]);
     if (copy.sregs !== undefined) encoded.push([SREGS, encodeSregs(copy.sregs as Sregs), 2n]);
     if (copy.events !== undefined) encoded.push([EVENTS, encodeEvents(copy.events as VcpuEvents), 4n]);
   } catch (e) {

@@ -8,7 +8,7 @@ import { invalidArgument } from '../errors.js';
 import { native } from '../native.js';
 import type { Vm } from '../vm.js';
 import { callVm } from './call.js';
-import { toU64Arg, toUint } from './struct.js';
+import { bigUint64View, toU64Arg, toUint } from './struct.js';
 
 /** One slot's dirty bitmap: bit i set = page i of the slot was written. */
 export class DirtyLog {
@@ -58,6 +58,7 @@ export class DirtyLog {
 
 function slotOf(vm: Vm, slot: unknown, op: string): { id: number; gpa: bigint; pages: number } {
   const id = toUint(slot, 32, 'slot', op);
+  vm.fdFor(op); // ECLOSED after close (its slot table is empty then: not ENOENT)
   const s = vm.memorySlots().find((m) => m.slot === id);
   if (!s) throw invalidArgument(op, `slot ${id} does not exist`, { slot: id }, 'ENOENT');
   if (!s.logDirtyPages) throw invalidArgument(op, `slot ${id} was not created with logDirtyPages`, { slot: id }, 'ENOENT');
@@ -77,11 +78,13 @@ export function getDirtyLog(vm: Vm, slot: number, into?: BigUint64Array): DirtyL
   const op = 'KVM_GET_DIRTY_LOG';
   const s = slotOf(vm, slot, op);
   const words = dirtyBitmapWords(s.pages);
-  if (into !== undefined && !(into instanceof BigUint64Array)) throw invalidArgument(op, 'into must be a BigUint64Array');
-  if (into !== undefined && into.length < words) throw invalidArgument(op, `into has ${into.length} words; slot ${s.id} needs ${words}`, { slot: s.id });
-  const bitmap = into ? into.subarray(0, words) : new BigUint64Array(words);
+  // The caller's array through the intrinsic getters: a subclass's length or subarray() cannot shrink what the kernel writes into.
+  const given = into === undefined ? undefined : bigUint64View(into);
+  if (into !== undefined && given === undefined) throw invalidArgument(op, 'into must be a BigUint64Array');
+  if (given !== undefined && given.length < words) throw invalidArgument(op, `into has ${given.length} words; slot ${s.id} needs ${words}`, { slot: s.id });
+  const bitmap = given ? given.subarray(0, words) : new BigUint64Array(words);
   const bytes = new Uint8Array(bitmap.buffer, bitmap.byteOffset, bitmap.byteLength);
-  callVm(vm, op, { slot: s.id }, (fd) => native.vmGetDirtyLog(fd, s.id, bytes));
+  callVm(vm, op, { slot: s.id }, (fd) => native.vmGetDirtyLog(fd, s.id, bytes, s.pages));
   return new DirtyLog(s.id, s.gpa, s.pages, bitmap);
 }
 
@@ -106,11 +109,12 @@ export function clearDirtyLog(vm: Vm, slot: number, firstPage: bigint | number, 
   if (first % 64n !== 0n) throw invalidArgument(op, 'firstPage must be a multiple of 64', args);
   if (first + BigInt(n) > BigInt(s.pages)) throw invalidArgument(op, `range passes the slot's ${s.pages} pages`, args);
   if (n % 64 !== 0 && first + BigInt(n) !== BigInt(s.pages)) throw invalidArgument(op, "numPages must be a multiple of 64 unless the range ends at the slot's end", args);
-  if (bitmap !== undefined && !(bitmap instanceof BigUint64Array)) throw invalidArgument(op, 'bitmap must be a BigUint64Array', args);
+  const given = bitmap === undefined ? undefined : bigUint64View(bitmap);
+  if (bitmap !== undefined && given === undefined) throw invalidArgument(op, 'bitmap must be a BigUint64Array', args);
   const words = dirtyBitmapWords(n);
-  if (bitmap !== undefined && bitmap.length < words) throw invalidArgument(op, `bitmap has ${bitmap.length} words; ${n} pages need ${words}`, args);
+  if (given !== undefined && given.length < words) throw invalidArgument(op, `bitmap has ${given.length} words; ${n} pages need ${words}`, args);
   if (n === 0) return;
   // A copy: what is passed is what was checked, and the caller's array may change meanwhile.
-  const bits = bitmap ? bitmap.slice(0, words) : new BigUint64Array(words).fill(~0n & ((1n << 64n) - 1n));
+  const bits = given ? given.slice(0, words) : new BigUint64Array(words).fill(~0n & ((1n << 64n) - 1n));
   callVm(vm, op, args, (fd) => native.vmClearDirtyLog(fd, s.id, first, n, new Uint8Array(bits.buffer)));
 }

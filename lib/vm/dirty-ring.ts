@@ -14,7 +14,7 @@ import { Mm } from '../constants.js';
 import { callNative, invalidArgument, KvmError } from '../errors.js';
 import { native, type DirtyRingLayout, type NativeMapping } from '../native.js';
 import { Resource } from '../resource.js';
-import type { Vcpu } from '../vcpu.js';
+import { Vcpu } from '../vcpu.js';
 import type { Vm } from '../vm.js';
 import { callVm } from './call.js';
 
@@ -123,11 +123,13 @@ export class DirtyRing extends Resource {
   static map(vcpu: Vcpu): DirtyRing {
     const op = 'mmap';
     const layout = ringLayout();
+    if (!Vcpu.isVcpu(vcpu)) throw invalidArgument(op, 'vcpu must be a Vcpu (a look-alike could name any fd)');
+    const fd = vcpu.fd; // ECLOSED after close, before the ring is looked up
     const entries = enabled.get(vcpu.vm);
     if (entries === undefined) throw invalidArgument(op, 'the VM has no dirty ring (enableDirtyRing before creating vcpus)', { vcpu: vcpu.id }, 'ENODEV');
     const bytes = BigInt(entries * DIRTY_RING_ENTRY_BYTES);
     const offset = BigInt(layout.pageOffset * native.pageSize);
-    const mapping = callNative(op, { what: 'dirty ring', vcpu: vcpu.id, bytes, offset }, () => new native.Mapping(vcpu.fd, bytes, Mm.PROT_READ | Mm.PROT_WRITE, Mm.MAP_SHARED, offset, BigInt(native.pageSize)));
+    const mapping = callNative(op, { what: 'dirty ring', vcpu: vcpu.id, bytes, offset }, () => new native.Mapping(fd, bytes, Mm.PROT_READ | Mm.PROT_WRITE, Mm.MAP_SHARED, offset, BigInt(native.pageSize)));
     return new DirtyRing(mapping, entries, vcpu.id);
   }
 

@@ -22,16 +22,16 @@ export interface IrqfdOptions {
 
 function irqfdBytes(options: IrqfdOptions, op: string, deassign: boolean): { bytes: Uint8Array; gsi: number } {
   const o = readOptions(options, op, deassign ? ['eventfd', 'gsi'] : ['eventfd', 'gsi', 'resampleEventfd'], ['eventfd', 'gsi']);
-  if (!(o.eventfd instanceof EventFd)) throw invalidArgument(op, 'eventfd must be an EventFd');
-  if (o.resampleEventfd !== undefined && !(o.resampleEventfd instanceof EventFd)) throw invalidArgument(op, 'resampleEventfd must be an EventFd');
+  if (!EventFd.isEventFd(o.eventfd)) throw invalidArgument(op, 'eventfd must be an EventFd');
+  if (o.resampleEventfd !== undefined && !EventFd.isEventFd(o.resampleEventfd)) throw invalidArgument(op, 'resampleEventfd must be an EventFd');
   const gsi = toUint(o.gsi, 32, 'gsi', op);
   const bytes = new Uint8Array(32);
   const v = view(bytes);
-  v.setUint32(0, o.eventfd.fd, true);
+  v.setUint32(0, EventFd.fdFor(o.eventfd, op), true);
   v.setUint32(4, gsi, true);
   const resample = o.resampleEventfd as EventFd | undefined;
   v.setUint32(8, (deassign ? 1 : 0) | (resample ? 2 : 0), true);
-  if (resample) v.setUint32(12, resample.fd, true);
+  if (resample) v.setUint32(12, EventFd.fdFor(resample, op), true);
   return { bytes, gsi };
 }
 
@@ -63,9 +63,9 @@ export interface IoeventfdOptions {
   pio?: boolean;
 }
 
-function ioeventfdBytes(options: IoeventfdOptions, op: string, deassign: boolean): { bytes: Uint8Array; addr: bigint } {
+function ioeventfdBytes(options: IoeventfdOptions, op: string, deassign: boolean): { bytes: Uint8Array; addr: bigint; len: number } {
   const o = readOptions(options, op, ['eventfd', 'addr', 'len', 'datamatch', 'pio'], ['eventfd', 'addr', 'len']);
-  if (!(o.eventfd instanceof EventFd)) throw invalidArgument(op, 'eventfd must be an EventFd');
+  if (!EventFd.isEventFd(o.eventfd)) throw invalidArgument(op, 'eventfd must be an EventFd');
   const addr = toU64Arg(o.addr, 'addr', op);
   const len = toUint(o.len, 32, 'len', op);
   if (![0, 1, 2, 4, 8].includes(len)) throw invalidArgument(op, 'len must be 0, 1, 2, 4 or 8', { len });
@@ -83,21 +83,21 @@ function ioeventfdBytes(options: IoeventfdOptions, op: string, deassign: boolean
   if (pio) flags |= 2;
   v.setBigUint64(8, addr, true);
   v.setUint32(16, len, true);
-  v.setInt32(20, o.eventfd.fd, true);
+  v.setInt32(20, EventFd.fdFor(o.eventfd, op), true);
   v.setUint32(24, flags, true);
-  return { bytes, addr };
+  return { bytes, addr, len };
 }
 
 /** KVM_IOEVENTFD: a guest write to addr signals the eventfd instead of exiting. */
 export function registerIoeventfd(vm: Vm, options: IoeventfdOptions): void {
   const op = 'KVM_IOEVENTFD';
-  const { bytes, addr } = ioeventfdBytes(options, op, false);
-  callVm(vm, op, { addr, len: options.len }, (fd) => native.vmIoeventfd(fd, bytes));
+  const { bytes, addr, len } = ioeventfdBytes(options, op, false);
+  callVm(vm, op, { addr, len }, (fd) => native.vmIoeventfd(fd, bytes));
 }
 
 /** KVM_IOEVENTFD with KVM_IOEVENTFD_FLAG_DEASSIGN (same options as registered). */
 export function unregisterIoeventfd(vm: Vm, options: IoeventfdOptions): void {
   const op = 'KVM_IOEVENTFD';
-  const { bytes, addr } = ioeventfdBytes(options, op, true);
-  callVm(vm, op, { addr, len: options.len, deassign: true }, (fd) => native.vmIoeventfd(fd, bytes));
+  const { bytes, addr, len } = ioeventfdBytes(options, op, true);
+  callVm(vm, op, { addr, len, deassign: true }, (fd) => native.vmIoeventfd(fd, bytes));
 }

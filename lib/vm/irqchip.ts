@@ -73,7 +73,7 @@ export type IrqchipState = { chip: 'pic-master' | 'pic-slave'; pic: PicState } |
 
 const IRQCHIP_SIZE = 520;
 
-function encodeIrqchip(s: IrqchipState, op: string): Uint8Array {
+function encodeIrqchip(s: IrqchipState, op: string): { bytes: Uint8Array; chip: IrqchipId } {
   const o = readOptions(s, op, ['chip', 'pic', 'ioapic'], ['chip'], 'state');
   const chip = toEnum(o.chip, IRQCHIP_IDS, 'chip', op);
   const bytes = new Uint8Array(IRQCHIP_SIZE);
@@ -92,7 +92,7 @@ function encodeIrqchip(s: IrqchipState, op: string): Uint8Array {
     const pic = readOptions(o.pic, op, PIC_FIELDS, PIC_FIELDS, 'pic');
     PIC_FIELDS.forEach((f, i) => v.setUint8(8 + i, toUint(pic[f], 8, f, op)));
   }
-  return bytes;
+  return { bytes, chip };
 }
 
 function decodeIrqchip(bytes: Uint8Array): IrqchipState {
@@ -132,6 +132,6 @@ export function getIrqchip(vm: Vm, chip: IrqchipId): IrqchipState {
 /** KVM_SET_IRQCHIP. */
 export function setIrqchip(vm: Vm, state: IrqchipState): void {
   const op = 'KVM_SET_IRQCHIP';
-  const bytes = encodeIrqchip(state, op);
-  callVm(vm, op, { chip: state.chip }, (fd) => native.vmSetIrqchip(fd, bytes));
+  const { bytes, chip } = encodeIrqchip(state, op);
+  callVm(vm, op, { chip }, (fd) => native.vmSetIrqchip(fd, bytes));
 }

@@ -96,7 +96,7 @@ export interface CoalescedMmioZone {
   pio?: boolean;
 }
 
-function zoneBytes(zone: CoalescedMmioZone, op: string): { bytes: Uint8Array; addr: bigint } {
+function zoneBytes(zone: CoalescedMmioZone, op: string): { bytes: Uint8Array; addr: bigint; size: number } {
   const o = readOptions(zone, op, ['addr', 'size', 'pio'], ['addr', 'size'], 'zone');
   const addr = toU64Arg(o.addr, 'addr', op);
   const size = toUint(o.size, 32, 'size', op);
@@ -106,21 +106,21 @@ function zoneBytes(zone: CoalescedMmioZone, op: string): { bytes: Uint8Array; ad
   v.setBigUint64(0, addr, true);
   v.setUint32(8, size, true);
   v.setUint32(12, toBool(o.pio, 'pio', op) ? 1 : 0, true);
-  return { bytes, addr };
+  return { bytes, addr, size };
 }
 
 /** KVM_REGISTER_COALESCED_MMIO: writes to the zone are queued in the ring, not exits. */
 export function registerCoalescedMmio(vm: Vm, zone: CoalescedMmioZone): void {
   const op = 'KVM_REGISTER_COALESCED_MMIO';
-  const { bytes, addr } = zoneBytes(zone, op);
-  callVm(vm, op, { addr, size: zone.size }, (fd) => native.vmRegisterCoalescedMmio(fd, bytes));
+  const { bytes, addr, size } = zoneBytes(zone, op);
+  callVm(vm, op, { addr, size }, (fd) => native.vmRegisterCoalescedMmio(fd, bytes));
 }
 
 /** KVM_UNREGISTER_COALESCED_MMIO. */
 export function unregisterCoalescedMmio(vm: Vm, zone: CoalescedMmioZone): void {
   const op = 'KVM_UNREGISTER_COALESCED_MMIO';
-  const { bytes, addr } = zoneBytes(zone, op);
-  callVm(vm, op, { addr, size: zone.size }, (fd) => native.vmUnregisterCoalescedMmio(fd, bytes));
+  const { bytes, addr, size } = zoneBytes(zone, op);
+  callVm(vm, op, { addr, size }, (fd) => native.vmUnregisterCoalescedMmio(fd, bytes));
 }
 
 /** KVM_SET_BOOT_CPU_ID (before any vcpu is created). */
