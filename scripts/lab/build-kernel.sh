@@ -36,21 +36,9 @@ built_kernel_is_current() {
 }
 
 ensure_build_tools() {
-  local missing=() p
-  for p in "${BUILD_TOOLS[@]}"; do
-    is_installed "$p" || missing+=("$p")
-  done
-  # ccache is optional; installed when we install anything else anyway or as root.
-  is_installed ccache || missing+=(ccache)
-  ((${#missing[@]} == 0)) && return 0
-  if [[ $(id -u) != 0 ]]; then
-    [[ ${missing[*]} == ccache ]] && return 0
-    lab_die "missing build tools: ${missing[*]}; install them as root (apt-get install ${missing[*]})"
-  fi
-  lab_say "installing ${missing[*]}"
-  apt-get update -q >/dev/null || lab_die "apt-get update failed"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null ||
-    lab_die "apt-get install ${missing[*]} failed"
+  ensure_packages "build tools" "${BUILD_TOOLS[@]}"
+  # ccache is optional: installed when we can (as root), otherwise the build goes without it.
+  if ! is_installed ccache && [[ $(id -u) == 0 ]]; then ensure_packages ccache ccache; fi
 }
 
 # Checks that every CONFIG_X=y / =n / =value line of the fragment survived

@@ -5,8 +5,9 @@
  * instruction emulator, which is where HLT and RDMSR/WRMSR exits come from.
  */
 import { expect, it } from 'vitest';
-import { Kvm, KVM_RUN_LAYOUT, type Vcpu, type VcpuExit } from '../../lib/index.js';
+import { Kvm, KVM_RUN_LAYOUT, type Vcpu } from '../../lib/index.js';
 import { Asm, Guest, UCALL_PORT } from '../../lib/guest/index.js';
+import { nextExit as next, reportedValue as reported } from '../support/exits.js';
 import { describeKvm, describeUnless, expectKvmError, kvmUnavailable } from '../support/kvm.js';
 
 const KVM_CAP_X86_USER_SPACE_MSR = 188;
@@ -17,20 +18,6 @@ const MMIO_GPA = 0xd0000000;
 /** An MSR number KVM does not know. */
 const BOGUS_MSR = 0x4b564dff;
 
-/** Runs until an exit that is not 'intr'. */
-function next(vcpu: Vcpu): VcpuExit {
-  for (;;) {
-    const exit = vcpu.run();
-    if (exit.reason !== 'intr') return exit;
-  }
-}
-
-/** The value the guest reports with `out dx, eax` to the ucall port. */
-function reported(vcpu: Vcpu): number {
-  const exit = next(vcpu);
-  if (exit.reason !== 'io' || exit.port !== UCALL_PORT || exit.direction !== 'out') throw new Error(`expected the report OUT, got ${exit.reason}`);
-  return new DataView(exit.data.buffer, exit.data.byteOffset, 4).getUint32(0, true);
-}
 
 /** Makes the guest's code and stack run at CPL0 (flat 64-bit ring-0 segments). */
 function toCpl0(vcpu: Vcpu): void {

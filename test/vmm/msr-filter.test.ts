@@ -6,8 +6,9 @@
  * i.e. in KVM's instruction emulator under kvm_pvm, where RDMSR is handled.
  */
 import { expect, it } from 'vitest';
-import { Kvm, MSR_FILTER_MAX_RANGES, type Vcpu, type VcpuExit } from '../../lib/index.js';
+import { Kvm, MSR_FILTER_MAX_RANGES } from '../../lib/index.js';
 import { Asm, Guest, UCALL_PORT } from '../../lib/guest/index.js';
+import { nextExit as next, reportedValue as reported } from '../support/exits.js';
 import { describeKvm, expectKvmError, kvmUnavailable } from '../support/kvm.js';
 
 const KVM_CAP_X86_USER_SPACE_MSR = 188;
@@ -15,19 +16,6 @@ const KVM_CAP_X86_MSR_FILTER = 189;
 const KVM_MSR_EXIT_REASON_FILTER = 4;
 /** IA32_TSC: an MSR KVM always handles. */
 const MSR_TSC = 0x10;
-
-function next(vcpu: Vcpu): VcpuExit {
-  for (;;) {
-    const exit = vcpu.run();
-    if (exit.reason !== 'intr') return exit;
-  }
-}
-
-function reported(vcpu: Vcpu): number {
-  const exit = next(vcpu);
-  if (exit.reason !== 'io' || exit.port !== UCALL_PORT) throw new Error(`expected the report OUT, got ${JSON.stringify(exit)}`);
-  return new DataView(exit.data.buffer, exit.data.byteOffset, 4).getUint32(0, true);
-}
 
 const filterMissing =
   kvmUnavailable ??
